@@ -1,0 +1,65 @@
+"""``add_duda_config(cfg)``: every configuration key this plugin adds to Detectron2's defaults.
+
+Call it on ``detectron2.config.get_cfg()`` before merging a YAML file; a key a YAML file sets
+that is neither Detectron2's nor listed here fails with Detectron2's own error.
+"""
+from __future__ import annotations
+
+from detectron2.config import CfgNode as CN
+
+__all__ = ["add_duda_config"]
+
+
+def add_duda_config(cfg: CN) -> CN:
+    """Add the plugin's keys (with defaults) to ``cfg`` in place and return it."""
+    # ---------------------------------------------------------------- backbones
+    cfg.MODEL.MIT = CN()
+    # SegFormer Mix Transformer variant: b0 (3.4M) b1 b2 b3 b4 b5 (81.4M encoder parameters).
+    cfg.MODEL.MIT.VARIANT = "b0"
+    # Dropout after attention projection and inside Mix-FFN (SegFormer: 0).
+    cfg.MODEL.MIT.DROP_RATE = 0.0
+    # Dropout on attention probabilities (SegFormer: 0).
+    cfg.MODEL.MIT.ATTN_DROP_RATE = 0.0
+    # Stochastic depth rate of the last block; grows linearly from 0 (SegFormer: 0.1).
+    cfg.MODEL.MIT.DROP_PATH_RATE = 0.1
+    # Feature maps returned: res2..res5 at strides 4, 8, 16, 32.
+    cfg.MODEL.MIT.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
+
+    # ---------------------------------------------------------------- heads
+    # (Detectron2 already defines SEM_SEG_HEAD.NAME, IN_FEATURES, NUM_CLASSES, IGNORE_VALUE.)
+    # Channels every level is projected to (SegFormer: 256 for MiT-B0/B1, 768 otherwise).
+    cfg.MODEL.SEM_SEG_HEAD.EMBED_DIM = 256
+    # Dropout2d before the classifier.
+    cfg.MODEL.SEM_SEG_HEAD.DROPOUT = 0.1
+
+    # ---------------------------------------------------------------- inference
+    cfg.MODEL.INFERENCE = CN()
+    # "whole": one forward of the full (padded) image; "slide": overlapping windows whose logits
+    # are averaged (for test images larger than what the network was trained on).
+    cfg.MODEL.INFERENCE.MODE = "whole"
+    # Sliding-window size and step, (height, width) in pixels of the resized test image.
+    cfg.MODEL.INFERENCE.CROP_SIZE = (512, 512)
+    cfg.MODEL.INFERENCE.STRIDE = (341, 341)
+
+    # ---------------------------------------------------------------- input
+    # Every image of a domain is first resized to this fixed (height, width); (0, 0) keeps the
+    # file's size. UDA benchmarks use GTA5 (720, 1280), SYNTHIA (760, 1280), Cityscapes
+    # (512, 1024), ACDC / Dark Zurich (540, 960). Random crops (INPUT.CROP) follow the resize.
+    cfg.INPUT.SOURCE_SIZE = (0, 0)
+    cfg.INPUT.TARGET_SIZE = (0, 0)
+    # A training crop is re-drawn (up to 10 times) while one class covers more than this share
+    # of it (DAFormer: 0.75); 1.0 switches the constraint off.
+    cfg.INPUT.CROP.SINGLE_CATEGORY_MAX_AREA = 1.0
+    # Test images are resized to this (height, width) before inference; predictions are
+    # resized back to the label's size for evaluation. (0, 0) keeps the file's size.
+    cfg.INPUT.TEST_SIZE = (0, 0)
+
+    # ---------------------------------------------------------------- solver
+    # "ADAMW" (the UDA recipe) or "SGD" (Detectron2's default optimiser).
+    cfg.SOLVER.OPTIMIZER = "ADAMW"
+    cfg.SOLVER.BETAS = (0.9, 0.999)
+    # Learning-rate factor of decoder-head parameters (DAFormer: 10).
+    cfg.SOLVER.HEAD_LR_MULTIPLIER = 10.0
+    # Exponent of the poly decay used by LR_SCHEDULER_NAME "WarmupPolyLR" (DAFormer: 1.0).
+    cfg.SOLVER.POLY_POWER = 1.0
+    return cfg

@@ -1,0 +1,19 @@
+"""Train and test data loaders built from the config."""
+from __future__ import annotations
+
+from detectron2.data import build_detection_test_loader, build_detection_train_loader
+
+from .mappers import SemSegDatasetMapper
+
+__all__ = ["build_supervised_train_loader", "build_sem_seg_test_loader"]
+
+
+def build_supervised_train_loader(cfg):
+    """Labelled batches of ``DATASETS.TRAIN`` (source-only or target-oracle training)."""
+    return build_detection_train_loader(cfg, mapper=SemSegDatasetMapper(cfg, is_train=True))
+
+
+def build_sem_seg_test_loader(cfg, dataset_name: str):
+    """Batches of one image, resized to ``INPUT.TEST_SIZE``, labels left to the evaluator."""
+    mapper = SemSegDatasetMapper(cfg, is_train=False, with_labels=False)
+    return build_detection_test_loader(cfg, dataset_name, mapper=mapper)

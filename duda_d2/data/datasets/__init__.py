@@ -1,0 +1,6 @@
+"""Dataset registration: importing this package registers every dataset of the project."""
+from .cityscapes_classes import cityscapes_sem_seg_metadata  # noqa: F401
+from .paths import DatasetNotFoundError, dataset_root  # noqa: F401
+from .register_synthetic import register_synthetic
+
+register_synthetic()

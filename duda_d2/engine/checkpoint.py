@@ -1,0 +1,60 @@
+"""A ``DetectionCheckpointer`` whose files are written atomically.
+
+A crash (or a full disk) while saving must never leave a truncated ``model_XXXX.pth`` or a
+``last_checkpoint`` naming one: both are written to a temporary file in the same folder and
+moved into place with ``os.replace``.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+
+import torch
+
+from detectron2.checkpoint import DetectionCheckpointer
+
+__all__ = ["AtomicCheckpointer", "atomic_write_bytes"]
+
+
+def atomic_write_bytes(path: str, write_fn) -> None:
+    """Call ``write_fn(file)`` on a temporary file, fsync it, then rename it to ``path``."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp_", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write_fn(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+class AtomicCheckpointer(DetectionCheckpointer):
+    def save(self, name: str, **kwargs) -> None:
+        if not self.save_dir or not self.save_to_disk:
+            return
+        data = {"model": self.model.state_dict()}
+        for key, obj in self.checkpointables.items():
+            data[key] = obj.state_dict()
+        data.update(kwargs)
+        basename = f"{name}.pth"
+        self.logger.info(f"Saving checkpoint to {os.path.join(self.save_dir, basename)}")
+        atomic_write_bytes(os.path.join(self.save_dir, basename), lambda f: torch.save(data, f))
+        self.tag_last_checkpoint(basename)
+
+    def tag_last_checkpoint(self, last_filename_basename: str) -> None:
+        atomic_write_bytes(os.path.join(self.save_dir, "last_checkpoint"),
+                           lambda f: f.write(last_filename_basename.encode()))
+
+    def load(self, path: str, *args, **kwargs):
+        """Load ``path``; a local path that does not exist is a clear error, not an assert."""
+        if path and "://" not in path and not os.path.isfile(path):
+            raise FileNotFoundError(
+                f"weight file '{path}' (MODEL.WEIGHTS) does not exist. Point MODEL.WEIGHTS at a "
+                f"checkpoint written by tools/train_net.py, or leave it empty to start from "
+                f"random initialisation.")
+        return super().load(path, *args, **kwargs)

@@ -1,0 +1,74 @@
+"""``UDATrainer``: Detectron2's ``DefaultTrainer`` with this plugin's data, solver, evaluator,
+atomic checkpoints, and a DDP wrapper that also works for CPU (gloo) training."""
+from __future__ import annotations
+
+import logging
+import os
+import weakref
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
+
+from ..data import build_sem_seg_test_loader, build_supervised_train_loader
+from ..evaluation import UDASemSegEvaluator
+from . import solver
+from .checkpoint import AtomicCheckpointer
+
+__all__ = ["UDATrainer", "wrap_ddp"]
+
+
+def wrap_ddp(model: torch.nn.Module) -> torch.nn.Module:
+    """DDP-wrap ``model`` when several processes train; ``device_ids`` only for a CUDA model
+    (Detectron2's ``create_ddp_model`` always passes it, which DDP rejects on the CPU)."""
+    if comm.get_world_size() == 1:
+        return model
+    on_cuda = next(model.parameters()).is_cuda
+    device_ids = [comm.get_local_rank()] if on_cuda else None
+    return DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=False,
+                                   find_unused_parameters=False)
+
+
+class UDATrainer(DefaultTrainer):
+    def __init__(self, cfg):
+        # Same construction order as DefaultTrainer.__init__, with wrap_ddp and atomic saves.
+        super(DefaultTrainer, self).__init__()
+        if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
+            setup_logger()
+        cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
+        model = self.build_model(cfg)
+        optimizer = self.build_optimizer(cfg, model)
+        data_loader = self.build_train_loader(cfg)
+        model = wrap_ddp(model)
+        trainer_cls = AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer
+        self._trainer = trainer_cls(model, data_loader, optimizer)
+        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
+        self.checkpointer = AtomicCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        self.start_iter = 0
+        self.max_iter = cfg.SOLVER.MAX_ITER
+        self.cfg = cfg
+        self.register_hooks(self.build_hooks())
+
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        return solver.build_optimizer(cfg, model)
+
+    @classmethod
+    def build_lr_scheduler(cls, cfg, optimizer):
+        return solver.build_lr_scheduler(cfg, optimizer)
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        return build_supervised_train_loader(cfg)
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        return build_sem_seg_test_loader(cfg, dataset_name)
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+        return UDASemSegEvaluator(dataset_name, distributed=True, output_dir=output_folder)

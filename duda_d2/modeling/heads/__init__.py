@@ -1,0 +1,1 @@
+from .segformer import SegFormerHead  # noqa: F401

@@ -1,0 +1,1 @@
+from .segmentor import UDASegmentor  # noqa: F401

@@ -1,0 +1,1 @@
+"""Pure-torch UDA building blocks (no Detectron2 imports), unit-testable on tensors."""
