@@ -1,0 +1,34 @@
+import glob
+import os
+
+import pytest
+
+from detectron2.config import get_cfg
+
+from duda_d2 import add_duda_config
+from helpers import REPO, config
+
+
+def test_every_added_key_is_documented_by_a_comment():
+    source = open(os.path.join(REPO, "duda_d2", "config.py")).read().splitlines()
+    for i, line in enumerate(source):
+        stripped = line.strip()
+        if stripped.startswith("cfg.") and "= CN()" not in stripped:
+            above = [s.strip() for s in source[max(0, i - 6):i]]
+            assert any(s.startswith("#") for s in above), f"undocumented key: {stripped}"
+
+
+@pytest.mark.parametrize("path", sorted(
+    os.path.relpath(p, REPO) for p in glob.glob(os.path.join(REPO, "configs", "**", "*.yaml"),
+                                                 recursive=True)))
+def test_every_shipped_config_loads(path):
+    cfg = config(path)
+    assert cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES == 19
+
+
+def test_unknown_key_keeps_detectron2s_error(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("MODEL:\n  MIT:\n    VARIANTT: b1\n")
+    cfg = add_duda_config(get_cfg())
+    with pytest.raises(KeyError, match="Non-existent config key: MODEL.MIT.VARIANTT"):
+        cfg.merge_from_file(str(bad))
