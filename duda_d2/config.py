@@ -25,12 +25,38 @@ def add_duda_config(cfg: CN) -> CN:
     # Feature maps returned: res2..res5 at strides 4, 8, 16, 32.
     cfg.MODEL.MIT.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
 
+    # ImageNet weights of the backbone alone, converted by tools/convert_pretrained.py, loaded
+    # when the network is built ("" = random initialisation). Shapes must match; missing and
+    # unexpected keys are listed in the log. (MODEL.WEIGHTS, loaded after, restores a full run.)
+    cfg.MODEL.BACKBONE.WEIGHTS = ""
+
+    cfg.MODEL.TIMM = CN()
+    # Any timm model that supports features_only (resnet18, mobilenetv3_large_100,
+    # efficientnet_b0, convnext_atto, ...). Never downloaded: use MODEL.BACKBONE.WEIGHTS.
+    cfg.MODEL.TIMM.NAME = "resnet18"
+    # Features returned, named by stride: res2 = 1/4, res3 = 1/8, res4 = 1/16, res5 = 1/32
+    # (res1 = 1/2 where the model has it); names the model lacks are an error.
+    cfg.MODEL.TIMM.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
+    # Stochastic depth rate passed to timm models that support it.
+    cfg.MODEL.TIMM.DROP_PATH_RATE = 0.0
+
+    # Detectron2's ResNet (MODEL.RESNETS.*) with res4 dilated as well as res5: DeepLabV2 uses
+    # RES4_DILATION 2 and RES5_DILATION 4 (output stride 8).
+    cfg.MODEL.RESNETS.RES4_DILATION = 1
+
     # ---------------------------------------------------------------- heads
     # (Detectron2 already defines SEM_SEG_HEAD.NAME, IN_FEATURES, NUM_CLASSES, IGNORE_VALUE.)
     # Channels every level is projected to (SegFormer: 256 for MiT-B0/B1, 768 otherwise).
     cfg.MODEL.SEM_SEG_HEAD.EMBED_DIM = 256
     # Dropout2d before the classifier.
     cfg.MODEL.SEM_SEG_HEAD.DROPOUT = 0.1
+    # DAFormerHead context fusion: "aspp_dw" (depth-wise separable ASPP, DAFormer's default),
+    # "aspp" (plain ASPP) or "conv1x1" (SegFormer-like 1x1 fusion).
+    cfg.MODEL.SEM_SEG_HEAD.FUSION = "aspp_dw"
+    # Dilations of the DAFormerHead ASPP branches (1 = a 1x1 branch).
+    cfg.MODEL.SEM_SEG_HEAD.ASPP_DILATIONS = [1, 6, 12, 18]
+    # Dilations of DeepLabV2Head's parallel 3x3 classifiers, whose logits are summed.
+    cfg.MODEL.SEM_SEG_HEAD.DEEPLAB_DILATIONS = [6, 12]
 
     # ---------------------------------------------------------------- inference
     cfg.MODEL.INFERENCE = CN()

@@ -33,3 +33,33 @@ def test_missing_weight_file_is_a_clear_error(tmp_path):
     ckpt = AtomicCheckpointer(torch.nn.Linear(2, 2), save_dir=str(tmp_path))
     with pytest.raises(FileNotFoundError, match="nope.pth.*MODEL.WEIGHTS"):
         ckpt.load(str(tmp_path / "nope.pth"))
+
+
+def test_shape_mismatch_in_model_weights_is_an_error(tmp_path):
+    torch.save({"model": {"weight": torch.zeros(3, 2), "bias": torch.zeros(2)}},
+               tmp_path / "w.pth")
+    ckpt = AtomicCheckpointer(torch.nn.Linear(2, 2), save_dir=str(tmp_path))
+    with pytest.raises(ValueError, match=r"weight: checkpoint \(3, 2\) vs model \(2, 2\)"):
+        ckpt.load(str(tmp_path / "w.pth"))
+
+
+def test_backbone_weights_are_loaded_strict_on_shapes_listing_keys(tmp_path, caplog):
+    from duda_d2.modeling.backbone.mit import MIT_SPECS, MixVisionTransformer
+    from duda_d2.modeling.network import load_backbone_weights
+
+    source = MixVisionTransformer(MIT_SPECS["b0"])
+    state = source.state_dict()
+    state.pop("norm4.weight")
+    state["head.weight"] = torch.zeros(1000, 256)
+    torch.save({"model": state}, tmp_path / "b0.pth")
+    target = MixVisionTransformer(MIT_SPECS["b0"])
+    with caplog.at_level("WARNING"):
+        missing, unexpected = load_backbone_weights(target, str(tmp_path / "b0.pth"))
+    assert missing == ["norm4.weight"] and unexpected == ["head.weight"]
+    assert "norm4.weight" in caplog.text and "head.weight" in caplog.text
+    torch.testing.assert_close(target.block1[0].attn.q.weight, source.block1[0].attn.q.weight)
+
+    with pytest.raises(ValueError, match="another variant"):
+        load_backbone_weights(MixVisionTransformer(MIT_SPECS["b1"]), str(tmp_path / "b0.pth"))
+    with pytest.raises(FileNotFoundError, match="convert_pretrained.py"):
+        load_backbone_weights(target, str(tmp_path / "missing.pth"))

@@ -10,7 +10,7 @@ def test_head_gives_stride4_logits_with_configured_embedding():
     backbone = build_backbone(cfg)
     head = build_sem_seg_head(cfg, backbone.output_shape())
     assert head.linear_fuse[0].in_channels == 4 * 64
-    assert [l.in_features for l in head.linear_c] == [32, 64, 160, 256]
+    assert [l.in_features for l in head.embed.linear_c] == [32, 64, 160, 256]
     logits = head(backbone(torch.randn(2, 3, 96, 128)))
     assert logits.shape == (2, 19, 24, 32)
 

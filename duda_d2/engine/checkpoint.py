@@ -58,3 +58,12 @@ class AtomicCheckpointer(DetectionCheckpointer):
                 f"checkpoint written by tools/train_net.py, or leave it empty to start from "
                 f"random initialisation.")
         return super().load(path, *args, **kwargs)
+
+    def _log_incompatible_keys(self, incompatible) -> None:
+        """Shape mismatches are an error (Detectron2 only warns and skips those tensors)."""
+        if incompatible.incorrect_shapes:
+            lines = [f"  {key}: checkpoint {tuple(src)} vs model {tuple(dst)}"
+                     for key, src, dst in incompatible.incorrect_shapes]
+            raise ValueError("checkpoint tensors do not fit the model (is the config the one "
+                             "the checkpoint was trained with?):\n" + "\n".join(lines))
+        super()._log_incompatible_keys(incompatible)

@@ -1,13 +1,19 @@
 """One segmentation network: a registered backbone followed by a registered head."""
 from __future__ import annotations
 
+import logging
+import os
+from typing import List, Tuple
+
 import torch
 from torch import nn
 
 from detectron2.config import CfgNode
 from detectron2.modeling import build_backbone, build_sem_seg_head
 
-__all__ = ["SegmentationNetwork", "build_segmentation_network"]
+__all__ = ["SegmentationNetwork", "build_segmentation_network", "load_backbone_weights"]
+
+logger = logging.getLogger(__name__)
 
 
 class SegmentationNetwork(nn.Module):
@@ -33,4 +39,34 @@ class SegmentationNetwork(nn.Module):
 def build_segmentation_network(cfg: CfgNode) -> SegmentationNetwork:
     """Build the backbone named by ``MODEL.BACKBONE.NAME`` and the head ``MODEL.SEM_SEG_HEAD.NAME``."""
     backbone = build_backbone(cfg)
+    if cfg.MODEL.BACKBONE.WEIGHTS:
+        load_backbone_weights(backbone, cfg.MODEL.BACKBONE.WEIGHTS)
     return SegmentationNetwork(backbone, build_sem_seg_head(cfg, backbone.output_shape()))
+
+
+def load_backbone_weights(backbone: nn.Module, path: str) -> Tuple[List[str], List[str]]:
+    """Load converted ImageNet weights into ``backbone``; return (missing, unexpected) keys.
+
+    Every tensor must have the model's shape (a mismatch means a wrong variant: an error);
+    missing and unexpected keys are listed in the log, one per line.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"backbone weight file '{path}' (MODEL.BACKBONE.WEIGHTS) does not exist. Convert "
+            f"SegFormer's mit_b*.pth or HuggingFace nvidia/mit-b* checkpoints with "
+            f"`.venv/bin/python tools/convert_pretrained.py INPUT {path}`.")
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    state = checkpoint.get("model", checkpoint)
+    own = backbone.state_dict()
+    wrong = [f"  {k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+             for k, v in state.items() if k in own and v.shape != own[k].shape]
+    if wrong:
+        raise ValueError(f"backbone weights '{path}' do not fit the backbone (another variant?):"
+                         "\n" + "\n".join(wrong))
+    result = backbone.load_state_dict(state, strict=False)
+    for key in result.missing_keys:
+        logger.warning(f"backbone weights '{path}': missing key {key} (left as initialised)")
+    for key in result.unexpected_keys:
+        logger.warning(f"backbone weights '{path}': unexpected key {key} (ignored)")
+    logger.info(f"loaded {len(state) - len(result.unexpected_keys)} backbone tensors from {path}")
+    return list(result.missing_keys), list(result.unexpected_keys)

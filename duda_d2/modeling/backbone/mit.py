@@ -136,7 +136,8 @@ class MixVisionTransformer(Backbone):
             raise ValueError(f"MiT out_features {sorted(unknown)} unknown; choose from {names}")
         self._out_features = [n for n in names if n in out_features]
         # Stochastic depth grows linearly with the block index over the whole network.
-        rates = torch.linspace(0, drop_path_rate, sum(spec.depths)).tolist()
+        total = sum(spec.depths)
+        rates = [drop_path_rate * i / max(total - 1, 1) for i in range(total)]
         first = 0
         in_dim = in_chans
         for i, (dim, depth) in enumerate(zip(spec.embed_dims, spec.depths), start=1):

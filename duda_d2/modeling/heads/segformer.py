@@ -11,11 +11,12 @@ from typing import Dict, List
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from detectron2.config import configurable
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
+
+from .common import LevelEmbedding, check_in_features, conv_bn_relu
 
 __all__ = ["SegFormerHead"]
 
@@ -26,19 +27,9 @@ class SegFormerHead(nn.Module):
     def __init__(self, input_shape: Dict[str, ShapeSpec], in_features: List[str],
                  num_classes: int, embed_dim: int = 256, dropout: float = 0.1):
         super().__init__()
-        missing = [f for f in in_features if f not in input_shape]
-        if missing:
-            raise ValueError(f"SegFormerHead in_features {missing} not produced by the backbone "
-                             f"(it gives {sorted(input_shape)})")
-        self.in_features = list(in_features)
-        self.common_stride = min(input_shape[f].stride for f in self.in_features)
-        self.linear_c = nn.ModuleList(
-            nn.Linear(input_shape[f].channels, embed_dim) for f in self.in_features)
-        self.linear_fuse = nn.Sequential(
-            nn.Conv2d(embed_dim * len(self.in_features), embed_dim, 1, bias=False),
-            nn.BatchNorm2d(embed_dim),
-            nn.ReLU(inplace=True),
-        )
+        check_in_features("SegFormerHead", in_features, input_shape)
+        self.embed = LevelEmbedding(input_shape, in_features, embed_dim)
+        self.linear_fuse = conv_bn_relu(embed_dim * len(in_features), embed_dim)
         self.dropout = nn.Dropout2d(dropout)
         self.linear_pred = nn.Conv2d(embed_dim, num_classes, 1)
 
@@ -50,16 +41,6 @@ class SegFormerHead(nn.Module):
                 "dropout": head.DROPOUT}
 
     def forward(self, features: Dict[str, torch.Tensor]) -> torch.Tensor:
-        """Stride-``common_stride`` logits (N, num_classes, H/4, W/4)."""
-        finest = features[self.in_features[0]].shape[2:]
-        embedded = []
-        for name, linear in zip(self.in_features, self.linear_c):
-            x = features[name]
-            n, _, h, w = x.shape
-            x = linear(x.flatten(2).transpose(1, 2)).transpose(1, 2).reshape(n, -1, h, w)
-            if x.shape[2:] != finest:
-                x = F.interpolate(x, size=finest, mode="bilinear", align_corners=False)
-            embedded.append(x)
-        fused = self.linear_fuse(torch.cat(embedded[::-1], dim=1))
+        """Stride-4 logits (N, num_classes, H/4, W/4)."""
+        fused = self.linear_fuse(torch.cat(self.embed(features)[::-1], dim=1))
         return self.linear_pred(self.dropout(fused))
-
