@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from detectron2.config import CfgNode as CN
 
-__all__ = ["add_duda_config"]
+__all__ = ["add_duda_config", "load_config"]
 
 
 def add_duda_config(cfg: CN) -> CN:
@@ -88,4 +88,14 @@ def add_duda_config(cfg: CN) -> CN:
     cfg.SOLVER.HEAD_LR_MULTIPLIER = 10.0
     # Exponent of the poly decay used by LR_SCHEDULER_NAME "WarmupPolyLR" (DAFormer: 1.0).
     cfg.SOLVER.POLY_POWER = 1.0
+    return cfg
+
+
+def load_config(config_file: str, opts=()) -> CN:
+    """Detectron2 defaults + the plugin's keys, then ``config_file``, then ``KEY VALUE`` opts."""
+    from detectron2.config import get_cfg
+
+    cfg = add_duda_config(get_cfg())
+    cfg.merge_from_file(config_file)
+    cfg.merge_from_list(list(opts))
     return cfg

@@ -13,21 +13,17 @@ import sys
 # Run from a checkout without installing: make the repository root importable.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from detectron2.config import get_cfg  # noqa: E402
 from detectron2.engine import default_argument_parser, default_setup, launch  # noqa: E402
 from detectron2.evaluation import verify_results  # noqa: E402
 from detectron2.utils import comm  # noqa: E402
 
-from duda_d2 import add_duda_config  # noqa: E402
+from duda_d2 import load_config  # noqa: E402
 from duda_d2.engine import AtomicCheckpointer, UDATrainer  # noqa: E402
 
 
 def setup(args):
     """Defaults + plugin keys, then the config file, then command-line overrides."""
-    cfg = get_cfg()
-    add_duda_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
+    cfg = load_config(args.config_file, args.opts)
     cfg.freeze()
     default_setup(cfg, args)
     return cfg

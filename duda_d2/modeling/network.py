@@ -11,7 +11,8 @@ from torch import nn
 from detectron2.config import CfgNode
 from detectron2.modeling import build_backbone, build_sem_seg_head
 
-__all__ = ["SegmentationNetwork", "build_segmentation_network", "load_backbone_weights"]
+__all__ = ["SegmentationNetwork", "build_segmentation_network", "load_backbone_weights",
+           "named_networks"]
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +35,11 @@ class SegmentationNetwork(nn.Module):
     @property
     def size_divisibility(self) -> int:
         return getattr(self.backbone, "size_divisibility", 0)
+
+
+def named_networks(model: nn.Module) -> List[Tuple[str, SegmentationNetwork]]:
+    """The segmentation networks a meta-architecture holds (student, teacher, ...) by name."""
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, SegmentationNetwork)]
 
 
 def build_segmentation_network(cfg: CfgNode) -> SegmentationNetwork:

@@ -206,16 +206,12 @@ def target_shapes(variant: str) -> Dict[str, Tuple[int, ...]]:
 
 @functools.lru_cache(maxsize=None)
 def _target_shapes(variant: str) -> Tuple[Tuple[str, Tuple[int, ...]], ...]:
-    from unittest import mock
-
     from . import mit
 
     if variant not in mit.MIT_SPECS:
         raise ValueError(f"unknown MiT variant {variant!r}; choose one of {sorted(mit.MIT_SPECS)}")
-    # Only shapes are needed: skip SegFormer's (slow, truncated-normal) weight initialisation.
-    skip_init = (mock.patch.object(mit, "_init_weights", lambda m: None)
-                 if hasattr(mit, "_init_weights") else mock.MagicMock())
-    with skip_init, torch.no_grad():
+    # Only shapes are needed: build on the meta device (no memory, no initialisation cost).
+    with torch.device("meta"):
         model = mit.MixVisionTransformer(mit.MIT_SPECS[variant], drop_path_rate=0.0)
     return tuple((k, tuple(v.shape)) for k, v in model.state_dict().items())
 

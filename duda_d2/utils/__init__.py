@@ -1,0 +1,1 @@
+"""Tool support: model analysis (parameters, FLOPs) and benchmarking helpers."""

@@ -1,0 +1,83 @@
+#!/usr/bin/env python
+"""Convert ImageNet-pretrained MiT (SegFormer encoder) weights into this project's backbone keys.
+
+    python tools/convert_pretrained.py mit_b0.pth pretrained/mit_b0_d2.pth
+    python tools/convert_pretrained.py nvidia-mit-b2/model.safetensors out/mit_b2.pth --variant b2
+
+Reads the official SegFormer release (``mit_b*.pth``) or HuggingFace ``nvidia/mit-b*``
+(``pytorch_model.bin`` / ``model.safetensors``), detects the layout and the variant, and writes
+``{"model": <backbone state dict>, "__author__": ..., "source": ..., "variant": ...}`` for
+``MODEL.BACKBONE.WEIGHTS``. Any unmatched key or shape mismatch is an error (exit code 1, nothing
+written) unless ``--allow-unmatched`` is given. The logic is in
+``duda_d2.modeling.backbone.mit_convert``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import List, Optional
+
+# Run from a checkout without installing: make the repository root importable.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import torch  # noqa: E402
+
+from duda_d2.engine.checkpoint import atomic_write_bytes  # noqa: E402
+from duda_d2.modeling.backbone.mit_convert import (  # noqa: E402
+    convert_state_dict,
+    load_state_dict_file,
+)
+
+AUTHOR = "duda_d2.convert_pretrained"
+VARIANTS = ("b0", "b1", "b2", "b3", "b4", "b5")
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    """Command-line arguments of the converter."""
+    parser = argparse.ArgumentParser(
+        description="Convert SegFormer / HuggingFace MiT ImageNet weights to duda_d2 keys.")
+    parser.add_argument("input", help="mit_b*.pth, pytorch_model.bin or model.safetensors")
+    parser.add_argument("output", help="converted checkpoint to write (.pth)")
+    parser.add_argument("--variant", choices=VARIANTS, default=None,
+                        help="MiT variant; inferred from the tensor shapes when omitted, "
+                             "checked against them when given")
+    parser.add_argument("--allow-unmatched", action="store_true",
+                        help="write the output even if keys are unmatched or shapes differ")
+    return parser.parse_args(argv)
+
+
+def save_converted(path: str, model: dict, source: str, variant: str) -> None:
+    """Write the Detectron2-loadable checkpoint atomically (temp file + ``os.replace``)."""
+    data = {"model": model, "__author__": AUTHOR, "source": source, "variant": variant}
+    atomic_write_bytes(path, lambda f: torch.save(data, f))
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Run the conversion; 0 on success, 1 on any error (nothing is written then)."""
+    args = parse_args(argv)
+    try:
+        state_dict = load_state_dict_file(args.input)
+        converted, report = convert_state_dict(state_dict, args.variant)
+    except (FileNotFoundError, ValueError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(report.summary())
+    problems = report.problems()
+    if problems and not args.allow_unmatched:
+        print(f"error: {len(problems)} unmatched keys or shape mismatches in '{args.input}':",
+              file=sys.stderr)
+        for line in problems:
+            print(f"  {line}", file=sys.stderr)
+        print("nothing written; pass --allow-unmatched to write the matching tensors anyway",
+              file=sys.stderr)
+        return 1
+    for line in problems:
+        print(f"warning: {line}")
+    save_converted(args.output, converted, args.input, report.variant)
+    print(f"wrote {len(converted)} tensors (MiT-{report.variant}) to {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
