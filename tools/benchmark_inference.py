@@ -1,0 +1,88 @@
+#!/usr/bin/env python
+"""Inference throughput and peak memory of the models built by a list of configs.
+
+    python tools/benchmark_inference.py --config-file configs/Base-MiT-B0-SegFormer.yaml \
+        --config-file configs/Base-MiT-B5-DAFormer.yaml [--height 512 --width 1024] \
+        [--batch 1] [--runs 5] [--warmup 1] [--device cpu|cuda] [KEY VALUE ...]
+
+Each config is measured in its own fresh process (so the CPU's peak-RSS figure belongs to that
+model alone): the evaluated network runs whole-image inference on a random batch, ``warmup``
+untimed then ``runs`` timed passes; the table gives min/median/max seconds per batch, median
+images per second, peak memory, and the throughput ratio of the first config to each.
+"""
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import torch  # noqa: E402
+from tabulate import tabulate  # noqa: E402
+
+from detectron2.modeling import build_model  # noqa: E402
+
+from duda_d2 import load_config  # noqa: E402
+from duda_d2.modeling.inference import whole_inference  # noqa: E402
+from duda_d2.modeling.network import named_networks  # noqa: E402
+from duda_d2.utils.benchmark import peak_memory_mib, reset_peak_memory, time_runs  # noqa: E402
+
+
+def measure(config_file: str, opts, height: int, width: int, batch: int, runs: int,
+            warmup: int, device: str) -> dict:
+    """Seconds per batch and peak memory of the config's (first) network at inference."""
+    torch.manual_seed(0)
+    cfg = load_config(config_file, list(opts) + ["MODEL.DEVICE", device])
+    model = build_model(cfg).eval()
+    name, network = named_networks(model)[0]
+    dev = torch.device(device)
+    images = torch.randn(batch, 3, height, width, device=dev)
+    reset_peak_memory(dev)
+
+    @torch.inference_mode()
+    def step():
+        return whole_inference(network, images)
+
+    timing = time_runs(step, runs, warmup, dev)
+    return {"config": os.path.basename(config_file), "network": name,
+            "seconds": timing.seconds, "summary": timing.summary(),
+            "images_per_s": batch / timing.median, "peak_mib": peak_memory_mib(dev)}
+
+
+def _measure_in_fresh_process(*args) -> dict:
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(1) as pool:
+        return pool.apply(measure, args)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config-file", required=True, action="append")
+    parser.add_argument("--height", type=int, default=512)
+    parser.add_argument("--width", type=int, default=1024)
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
+    args = parser.parse_args(argv)
+    results = [_measure_in_fresh_process(c, args.opts, args.height, args.width, args.batch,
+                                         args.runs, args.warmup, args.device)
+               for c in args.config_file]
+    base = results[0]["images_per_s"]
+    rows = [[r["config"], r["summary"], f"{r['images_per_s']:.2f}", f"{r['peak_mib']:.0f}",
+             f"{base / r['images_per_s']:.2f}x" if r is not results[0] else "1.00x"]
+            for r in results]
+    memory = "CUDA max allocated" if args.device.startswith("cuda") else "peak RSS"
+    print(f"whole-image inference, {args.height}x{args.width} (H x W), batch {args.batch}, "
+          f"{args.runs} runs after {args.warmup} warm-up, device {args.device}, "
+          f"torch threads {torch.get_num_threads()}")
+    print(tabulate(rows, headers=["config", "s/batch min/med/max", "images/s",
+                                  f"{memory} MiB", "first is faster by"], tablefmt="github"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
