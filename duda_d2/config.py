@@ -80,6 +80,24 @@ def add_duda_config(cfg: CN) -> CN:
     # resized back to the label's size for evaluation. (0, 0) keeps the file's size.
     cfg.INPUT.TEST_SIZE = (0, 0)
 
+    # ---------------------------------------------------------------- UDA data
+    # Labelled source and unlabelled target training sets of a UDA run (registered names).
+    cfg.DATASETS.SOURCE_TRAIN = ()
+    cfg.DATASETS.TARGET_TRAIN = ()
+    # Images per iteration of each domain, summed over all processes (DAFormer: 2 + 2).
+    cfg.DATALOADER.SOURCE_IMS_PER_BATCH = 2
+    cfg.DATALOADER.TARGET_IMS_PER_BATCH = 2
+    cfg.DATALOADER.RCS = CN()
+    # Rare class sampling of source images (DAFormer): draw class c with probability
+    # softmax((1 - f_c) / TEMPERATURE), f_c its pixel share, then an image holding more than
+    # MIN_PIXELS pixels of c. Needs the statistics written by the dataset's prepare script.
+    cfg.DATALOADER.RCS.ENABLED = False
+    cfg.DATALOADER.RCS.TEMPERATURE = 0.01
+    cfg.DATALOADER.RCS.MIN_PIXELS = 3000
+    # With RCS enabled and the statistics missing: False = error naming the prepare script,
+    # True = warn and sample uniformly.
+    cfg.DATALOADER.RCS.ALLOW_UNIFORM_FALLBACK = False
+
     # ---------------------------------------------------------------- solver
     # "ADAMW" (the UDA recipe) or "SGD" (Detectron2's default optimiser).
     cfg.SOLVER.OPTIMIZER = "ADAMW"
