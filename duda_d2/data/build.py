@@ -1,16 +1,12 @@
 """Train and test data loaders built from the config."""
 from __future__ import annotations
 
-from detectron2.data import build_detection_test_loader, build_detection_train_loader
+from detectron2.data import build_detection_test_loader
 
+from .loader import build_supervised_train_loader, build_uda_train_loader  # noqa: F401
 from .mappers import SemSegDatasetMapper
 
-__all__ = ["build_supervised_train_loader", "build_sem_seg_test_loader"]
-
-
-def build_supervised_train_loader(cfg):
-    """Labelled batches of ``DATASETS.TRAIN`` (source-only or target-oracle training)."""
-    return build_detection_train_loader(cfg, mapper=SemSegDatasetMapper(cfg, is_train=True))
+__all__ = ["build_supervised_train_loader", "build_uda_train_loader", "build_sem_seg_test_loader"]
 
 
 def build_sem_seg_test_loader(cfg, dataset_name: str):

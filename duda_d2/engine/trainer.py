@@ -52,6 +52,12 @@ class UDATrainer(DefaultTrainer):
         self.cfg = cfg
         self.register_hooks(self.build_hooks())
 
+    def resume_or_load(self, resume: bool = True) -> None:
+        """Load weights (and, with ``resume``, the iteration); the data streams continue at the
+        resumed iteration so the batches are those an uninterrupted run would see."""
+        super().resume_or_load(resume)
+        self._trainer.data_loader.start_iter = self.start_iter
+
     @classmethod
     def build_optimizer(cls, cfg, model):
         return solver.build_optimizer(cfg, model)

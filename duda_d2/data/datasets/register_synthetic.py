@@ -55,4 +55,5 @@ def register_synthetic(root: str = None) -> None:
             return load_synthetic_split(root or dataset_root(), domain, split)
 
         DatasetCatalog.register(name, load)
-        MetadataCatalog.get(name).set(**cityscapes_sem_seg_metadata(domain=domain))
+        MetadataCatalog.get(name).set(**cityscapes_sem_seg_metadata(
+            domain=domain, dataset_dir_name="synthetic_uda", rcs_prepare_script=PREPARE_SCRIPT))
