@@ -81,3 +81,24 @@ def test_bad_label_values_name_the_file(two_image_dataset, tmp_path):
     evaluator.reset()
     with pytest.raises(InvalidLabelError, match=r"0\.png.*\[33\]"):
         evaluator.process([{"file_name": "img0.png"}], [_logits(np.zeros((2, 2), int))])
+
+
+def test_trainer_adds_the_subsets_of_the_training_sets(two_image_dataset, tmp_path):
+    from duda_d2.engine import UDATrainer
+    from helpers import config
+
+    name, _ = two_image_dataset
+    source = name + "_source"
+    MetadataCatalog.get(source).set(eval_class_subsets={"mIoU2": [0, 1]})
+    try:
+        cfg = config("configs/Base-Synthetic.yaml", "DATASETS.SOURCE_TRAIN", (source,))
+        evaluator = UDATrainer.build_evaluator(cfg, name, output_folder=str(tmp_path))
+        evaluator.reset()
+        preds = [np.array([[0, 1], [1, 5]]), np.array([[1, 1], [2, 0]])]
+        evaluator._distributed = False
+        evaluator.process([{"file_name": "img0.png"}, {"file_name": "img1.png"}],
+                          [_logits(p) for p in preds])
+        res = evaluator.evaluate()["sem_seg"]
+        assert res["mIoU2"] == pytest.approx(100 * (1 / 3 + 3 / 4) / 2)
+    finally:
+        MetadataCatalog.remove(source)

@@ -9,6 +9,7 @@ import weakref
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
+from detectron2.data import MetadataCatalog
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
@@ -76,5 +77,10 @@ class UDATrainer(DefaultTrainer):
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        """mIoU on ``dataset_name``, plus the class subsets the training sets ask for."""
         output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
-        return UDASemSegEvaluator(dataset_name, distributed=True, output_dir=output_folder)
+        subsets = {}
+        for name in list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.SOURCE_TRAIN):
+            subsets.update(getattr(MetadataCatalog.get(name), "eval_class_subsets", {}) or {})
+        return UDASemSegEvaluator(dataset_name, distributed=True, output_dir=output_folder,
+                                  class_subsets=subsets)

@@ -41,7 +41,10 @@ class UDASemSegEvaluator(SemSegEvaluator):
     """
 
     def __init__(self, dataset_name: str, distributed: bool = True,
-                 output_dir: Optional[str] = None):
+                 output_dir: Optional[str] = None,
+                 class_subsets: Optional[Dict[str, List[int]]] = None):
+        """``class_subsets`` adds subsets to those of the dataset's own metadata (a SYNTHIA-
+        trained model is scored on Cityscapes with SYNTHIA's 16 and 13 classes)."""
         meta = MetadataCatalog.get(dataset_name)
         loader = partial(_load_gt, num_classes=len(meta.stuff_classes),
                          ignore_label=meta.ignore_label)
@@ -49,6 +52,7 @@ class UDASemSegEvaluator(SemSegEvaluator):
         self._compute_boundary_iou = False
         self._results_dir = output_dir
         self._class_subsets = dict(getattr(meta, "eval_class_subsets", {}) or {})
+        self._class_subsets.update(class_subsets or {})
 
     def process(self, inputs, outputs):
         for inp, out in zip(inputs, outputs):
