@@ -1,0 +1,26 @@
+"""Exponential moving average of a network's weights (the mean teacher)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["ema_alpha", "ema_update"]
+
+
+def ema_alpha(iteration: int, alpha: float) -> float:
+    """``min(1 - 1/(t+1), alpha)``: 0 at t = 0 (the teacher starts as a copy of the student),
+    then the teacher forgets slowly, up to ``alpha``."""
+    return min(1.0 - 1.0 / (iteration + 1), alpha)
+
+
+@torch.no_grad()
+def ema_update(teacher: nn.Module, student: nn.Module, alpha: float) -> None:
+    """``θ_t ← α θ_t + (1 - α) θ_s`` for parameters and floating-point buffers (BatchNorm
+    running statistics); integer buffers (``num_batches_tracked``) are copied."""
+    for t, s in zip(teacher.parameters(), student.parameters()):
+        t.mul_(alpha).add_(s.detach(), alpha=1.0 - alpha)
+    for t, s in zip(teacher.buffers(), student.buffers()):
+        if t.is_floating_point():
+            t.mul_(alpha).add_(s, alpha=1.0 - alpha)
+        else:
+            t.copy_(s)
