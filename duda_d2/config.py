@@ -67,6 +67,47 @@ def add_duda_config(cfg: CN) -> CN:
     cfg.MODEL.INFERENCE.CROP_SIZE = (512, 512)
     cfg.MODEL.INFERENCE.STRIDE = (341, 341)
 
+    # ---------------------------------------------------------------- self-training UDA
+    # Used by SelfTrainingUDA (DAFormer/MIC) and by the large pair of DUDA.
+    cfg.MODEL.UDA = CN()
+    # Teacher weights: EMA of the student with alpha_t = min(1 - 1/(t+1), EMA_ALPHA).
+    cfg.MODEL.UDA.EMA_ALPHA = 0.999
+    # Pseudo-label confidence threshold tau (0.968 assumes ImageNet-pretrained encoders; models
+    # trained from scratch rarely reach it, see configs/baselines/self_training_synthetic.yaml).
+    cfg.MODEL.UDA.PSEUDO_THRESHOLD = 0.968
+    # "batch": every target pixel weighted by the batch's share of confident pixels (DAFormer);
+    # "pixel": each pixel weighted 1 if confident, else 0.
+    cfg.MODEL.UDA.PSEUDO_WEIGHT_MODE = "batch"
+    # Pseudo-label weight 0 on this many top / bottom rows of the target crop (Cityscapes at
+    # 512 crops: 15 / 120, the sky border and the ego-car hood).
+    cfg.MODEL.UDA.PSEUDO_IGNORE_TOP = 0
+    cfg.MODEL.UDA.PSEUDO_IGNORE_BOTTOM = 0
+    # Normalisation in the teacher: "batch" statistics (DAFormer/MIC; averaged running statistics
+    # of a network trained from scratch give near-uniform outputs) or "running".
+    cfg.MODEL.UDA.TEACHER_BN = "batch"
+    # Strong augmentation of mixed images: colour-jitter strength and probability, Gaussian
+    # blur sigma range and probability.
+    cfg.MODEL.UDA.COLOR_JITTER = 0.2
+    cfg.MODEL.UDA.COLOR_JITTER_P = 0.8
+    cfg.MODEL.UDA.BLUR_SIGMA = (0.15, 1.15)
+    cfg.MODEL.UDA.BLUR_P = 0.5
+    # Thing-class ImageNet feature distance on source images (DAFormer: 0.005; 0 = off): a frozen
+    # copy of the initial backbone; distance on the last feature map where a cell's label is a
+    # thing class covering at least FD_PURITY of it.
+    cfg.MODEL.UDA.FD_LAMBDA = 0.0
+    cfg.MODEL.UDA.FD_CLASSES = [6, 7, 11, 12, 13, 14, 15, 16, 17, 18]
+    cfg.MODEL.UDA.FD_PURITY = 0.75
+    # Masked image consistency (MIC; 0 = off, MIC: 1.0): the student sees the target with
+    # MIC_MASK_RATIO of its MIC_BLOCK_SIZE blocks removed and learns the teacher's pseudo-labels.
+    cfg.MODEL.UDA.MIC_LAMBDA = 0.0
+    cfg.MODEL.UDA.MIC_MASK_RATIO = 0.7
+    cfg.MODEL.UDA.MIC_BLOCK_SIZE = 32
+    # Network used at inference / evaluation: "student" or "teacher".
+    cfg.MODEL.UDA.INFERENCE_NETWORK = "student"
+    # Write debug panels (source, target, pseudo-label, mix mask, prediction) to TensorBoard
+    # every this many iterations (0 = never).
+    cfg.MODEL.UDA.DEBUG_PERIOD = 0
+
     # ---------------------------------------------------------------- input
     # Every image of a domain is first resized to this fixed (height, width); (0, 0) keeps the
     # file's size. UDA benchmarks use GTA5 (720, 1280), SYNTHIA (760, 1280), Cityscapes

@@ -89,8 +89,11 @@ class SeededTrainLoader:
         stream = _PositionStream(self.records, self.mapper, self.sampler, self.seed, self.stream,
                                  self.batch_size, self.total_batch_size, comm.get_rank(),
                                  self.start_iter)
+        # An own generator: creating the iterator must not draw from torch's global generator,
+        # which the trainer seeds per iteration for the model's random draws.
+        generator = torch.Generator().manual_seed(self.seed)
         return iter(DataLoader(stream, batch_size=self.batch_size, num_workers=self.num_workers,
-                               collate_fn=trivial_batch_collator,
+                               collate_fn=trivial_batch_collator, generator=generator,
                                persistent_workers=self.num_workers > 0))
 
 

@@ -11,13 +11,16 @@ from torch.nn.parallel import DistributedDataParallel
 
 from detectron2.data import MetadataCatalog
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer
+from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
-from ..data import build_sem_seg_test_loader, build_supervised_train_loader
+from ..data import build_sem_seg_test_loader, build_supervised_train_loader, build_uda_train_loader
+from ..data.loader import run_seed
 from ..evaluation import UDASemSegEvaluator
 from . import solver
 from .checkpoint import AtomicCheckpointer
+from .hooks import DebugPanelHook, SeedEachIterationHook
 
 __all__ = ["UDATrainer", "wrap_ddp"]
 
@@ -67,8 +70,20 @@ class UDATrainer(DefaultTrainer):
     def build_lr_scheduler(cls, cfg, optimizer):
         return solver.build_lr_scheduler(cfg, optimizer)
 
+    def build_hooks(self):
+        """Detectron2's hooks, preceded by per-iteration seeding; plus debug panels."""
+        hooks = [SeedEachIterationHook(run_seed(self.cfg))] + super().build_hooks()
+        if self.cfg.MODEL.UDA.DEBUG_PERIOD > 0:
+            names = self.cfg.DATASETS.SOURCE_TRAIN or self.cfg.DATASETS.TRAIN
+            hooks.append(DebugPanelHook(names[0]))
+        return hooks
+
     @classmethod
     def build_train_loader(cls, cfg):
+        """Paired source/target batches for UDA meta-architectures, labelled batches else."""
+        meta_arch = META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)
+        if getattr(meta_arch, "uses_target_data", False):
+            return build_uda_train_loader(cfg)
         return build_supervised_train_loader(cfg)
 
     @classmethod

@@ -32,6 +32,11 @@ class SegmentationNetwork(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(images))
 
+    def forward_with_features(self, images: torch.Tensor):
+        """(logits, backbone features) from one pass, for losses on the features."""
+        features = self.backbone(images)
+        return self.head(features), features
+
     @property
     def size_divisibility(self) -> int:
         return getattr(self.backbone, "size_divisibility", 0)

@@ -1,1 +1,2 @@
 from .segmentor import UDASegmentor  # noqa: F401
+from .self_training import SelfTrainingUDA  # noqa: F401

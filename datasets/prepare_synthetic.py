@@ -1,0 +1,241 @@
+#!/usr/bin/env python3
+"""Write the synthetic "game -> real" segmentation benchmark to ``<root>/synthetic_uda/``.
+
+    python datasets/prepare_synthetic.py [--root DIR] [--nproc N] [--seed S] ...
+
+Layout (images RGB PNG, labels single-channel uint8 PNG of Cityscapes train ids)::
+
+    synthetic_uda/source/train/{images,labels}/000000.png   "game" style, labelled
+    synthetic_uda/target/train/{images,labels}/000000.png   "real" style (labels unused by UDA)
+    synthetic_uda/target/val/{images,labels}/000000.png     "real" style, for evaluation
+    synthetic_uda/meta.json                                 generation parameters
+
+The script is resumable: files that exist are skipped and every file is written atomically, so
+an interrupted run can simply be started again. Re-running with different parameters into an
+existing folder is refused, because it would mix two datasets.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import multiprocessing
+import os
+import sys
+from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence
+
+import cv2
+import numpy as np
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _load_renderer():
+    """Load ``duda_d2/data/synthetic/render.py`` on its own.
+
+    The renderer needs only numpy and OpenCV; importing it through the ``duda_d2`` package
+    would first import torch and Detectron2 (seconds per process, and a hard dependency).
+    """
+    name = "duda_d2_synthetic_render"
+    if name not in sys.modules:
+        path = os.path.join(REPO_ROOT, "duda_d2", "data", "synthetic", "render.py")
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses look their module up here
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+_render = _load_renderer()
+SYNTHETIC_CLASSES, render_scene = _render.SYNTHETIC_CLASSES, _render.render_scene
+
+FORMAT_VERSION = 1
+DATASET_DIR = "synthetic_uda"
+META_FILE = "meta.json"
+DEFAULTS = dict(seed=0, num_source=600, num_target=600, num_val=200, height=96, width=128,
+                strength=0.65)
+
+
+class Split(NamedTuple):
+    folder: str  # relative to the dataset folder
+    style: str
+    count_key: str  # which parameter holds the number of images
+
+
+# The position of a split in this tuple is part of its scene seeds: keep the order.
+SPLITS = (Split("source/train", "source", "num_source"),
+          Split("target/train", "target", "num_target"),
+          Split("target/val", "target", "num_val"))
+
+
+class Job(NamedTuple):
+    image_path: str
+    label_path: str
+    scene_seed: int
+    style: str
+    height: int
+    width: int
+    strength: float
+
+
+class MetaMismatchError(RuntimeError):
+    """The output folder holds a dataset generated with other parameters."""
+
+
+def scene_seed(seed: int, split_index: int, index: int) -> int:
+    """Scene seed of image ``index`` of split ``split_index``: distinct across splits."""
+    return int(np.random.SeedSequence([seed, split_index, index]).generate_state(1)[0])
+
+
+def _meta(params: Dict) -> Dict:
+    meta = {"format_version": FORMAT_VERSION}
+    meta.update({key: params[key] for key in DEFAULTS})
+    meta["classes"] = list(SYNTHETIC_CLASSES)
+    return meta
+
+
+def _write_atomic(path: str, data: bytes) -> None:
+    """Write ``data`` to a hidden temporary file next to ``path``, then rename it into place."""
+    folder, name = os.path.split(path)
+    tmp = os.path.join(folder, f".{name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _check_or_write_meta(out_dir: str, meta: Dict) -> None:
+    path = os.path.join(out_dir, META_FILE)
+    if os.path.exists(path):
+        with open(path) as f:
+            existing = json.load(f)
+        if existing != meta:
+            diff = {k: (existing.get(k), meta.get(k)) for k in sorted(set(existing) | set(meta))
+                    if existing.get(k) != meta.get(k)}
+            raise MetaMismatchError(
+                f"'{out_dir}' holds a synthetic dataset made with other parameters "
+                f"(existing vs requested: {diff}). Delete that folder to regenerate it, or "
+                f"pass the same parameters to resume it.")
+        return
+    os.makedirs(out_dir, exist_ok=True)
+    _write_atomic(path, (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode())
+
+
+def _jobs(out_dir: str, params: Dict) -> List[Job]:
+    """The images still to write (an image or its label missing), creating their folders."""
+    jobs = []
+    for split_index, split in enumerate(SPLITS):
+        image_dir = os.path.join(out_dir, split.folder, "images")
+        label_dir = os.path.join(out_dir, split.folder, "labels")
+        os.makedirs(image_dir, exist_ok=True)
+        os.makedirs(label_dir, exist_ok=True)
+        for index in range(params[split.count_key]):
+            name = f"{index:06d}.png"
+            image_path, label_path = os.path.join(image_dir, name), os.path.join(label_dir, name)
+            if os.path.exists(image_path) and os.path.exists(label_path):
+                continue
+            jobs.append(Job(image_path, label_path, scene_seed(params["seed"], split_index, index),
+                            split.style, params["height"], params["width"], params["strength"]))
+    return jobs
+
+
+def _encode_png(array: np.ndarray) -> bytes:
+    ok, buf = cv2.imencode(".png", array)
+    if not ok:
+        raise RuntimeError("PNG encoding failed")
+    return buf.tobytes()
+
+
+def _run_job(job: Job) -> int:
+    """Render one scene and write whichever of its two files is missing; returns files written."""
+    image, label = render_scene(job.scene_seed, job.style, job.height, job.width, job.strength)
+    written = 0
+    if not os.path.exists(job.image_path):
+        _write_atomic(job.image_path, _encode_png(cv2.cvtColor(image, cv2.COLOR_RGB2BGR)))
+        written += 1
+    if not os.path.exists(job.label_path):
+        _write_atomic(job.label_path, _encode_png(label))
+        written += 1
+    return written
+
+
+def _init_worker() -> None:
+    cv2.setNumThreads(1)  # one process per core already
+
+
+def _progress(items: Iterable[int], total: int) -> Iterable[int]:
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return items
+    return tqdm(items, total=total, desc="synthetic_uda", unit="img")
+
+
+def prepare_synthetic(root: Optional[str] = None, nproc: Optional[int] = None,
+                      progress: bool = True, **params) -> Dict[str, int]:
+    """Generate (or complete) ``<root>/synthetic_uda``; returns counts of written/skipped files.
+
+    ``params`` override ``DEFAULTS`` (seed, num_source, num_target, num_val, height, width,
+    strength). Raises ``MetaMismatchError`` if the folder was made with other parameters.
+    """
+    unknown = set(params) - set(DEFAULTS)
+    if unknown:
+        raise TypeError(f"unknown parameters: {sorted(unknown)}")
+    params = {**DEFAULTS, **params}
+    if not 0.0 <= params["strength"] <= 1.0:
+        raise ValueError(f"strength must be in [0, 1], got {params['strength']}")
+    if root is None:
+        root = os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets"))
+    out_dir = os.path.join(root, DATASET_DIR)
+    _check_or_write_meta(out_dir, _meta(params))
+
+    jobs = _jobs(out_dir, params)
+    total = sum(params[split.count_key] for split in SPLITS)
+    nproc = max(1, min(nproc or os.cpu_count() or 1, len(jobs)))
+    if nproc == 1:
+        results = map(_run_job, jobs)
+        written = sum(_progress(results, len(jobs)) if progress else results)
+    else:
+        with multiprocessing.Pool(nproc, initializer=_init_worker) as pool:
+            results = pool.imap_unordered(_run_job, jobs, chunksize=8)
+            written = sum(_progress(results, len(jobs)) if progress else results)
+    return {"scenes": total, "rendered": len(jobs), "skipped": total - len(jobs),
+            "files_written": written}
+
+
+def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--root", default=None,
+                   help="dataset root; default: $DETECTRON2_DATASETS, else ./datasets")
+    p.add_argument("--nproc", type=int, default=os.cpu_count() or 1, help="worker processes")
+    p.add_argument("--seed", type=int, default=DEFAULTS["seed"])
+    p.add_argument("--num-source", type=int, default=DEFAULTS["num_source"])
+    p.add_argument("--num-target", type=int, default=DEFAULTS["num_target"])
+    p.add_argument("--num-val", type=int, default=DEFAULTS["num_val"])
+    p.add_argument("--height", type=int, default=DEFAULTS["height"])
+    p.add_argument("--width", type=int, default=DEFAULTS["width"])
+    p.add_argument("--strength", type=float, default=DEFAULTS["strength"],
+                   help="strength of the target ('real') style, 0..1")
+    return p.parse_args(argv)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = _parse_args(argv)
+    params = {key: getattr(args, key) for key in DEFAULTS}
+    try:
+        stats = prepare_synthetic(args.root, nproc=args.nproc, **params)
+    except (MetaMismatchError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    root = args.root or os.getenv("DETECTRON2_DATASETS", "datasets")
+    print(f"{os.path.join(root, DATASET_DIR)}: {stats['scenes']} scenes, "
+          f"{stats['rendered']} rendered, {stats['skipped']} already there")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+#!/usr/bin/env python3
+"""Convert the SYNTHIA-RAND-CITYSCAPES labels to Cityscapes train ids and compute the
+rare-class statistics.
+
+    python datasets/prepare_synthia.py [--root DIR] [--nproc N]
+
+Expects the extracted download under ``<root>/synthia`` (root: --root, else
+$DETECTRON2_DATASETS, else ./datasets)::
+
+    synthia/RGB/0000000.png ...         9400 RGB frames
+    synthia/GT/LABELS/0000000.png ...   16-bit PNGs; channel R holds the SYNTHIA class id (the
+                                        other channels are not used)
+
+and writes ``synthia/GT/LABELS/0000000_labelTrainIds.png`` (uint8 Cityscapes train ids,
+255 = ignore) for every frame, plus ``synthia/rcs_stats.json`` (pixels per class per label
+file). Only the 16 classes SYNTHIA shares with Cityscapes are kept (no terrain, truck, train).
+Resumable: converted files are skipped (only read again for the statistics) and every file is
+written atomically.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import types
+from typing import Dict, Optional, Sequence
+
+import cv2
+import numpy as np
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _light_package_imports() -> None:
+    """Let ``import duda_d2.data...`` load single modules without the package ``__init__``s.
+
+    Those import torch and Detectron2 (seconds); the conversion needs only numpy and OpenCV.
+    Run as a script, empty stand-ins for the packages are installed: their ``__path__`` still
+    finds the modules, under their real names, so worker processes can unpickle the conversion
+    function. Imported as a module (e.g. by the tests), the real package is used.
+    """
+    if REPO_ROOT not in sys.path:
+        sys.path.append(REPO_ROOT)
+    if __name__ == "__main__":
+        for package in ("duda_d2", "duda_d2.data", "duda_d2.data.datasets"):
+            stub = types.ModuleType(package)
+            stub.__path__ = [os.path.join(REPO_ROOT, *package.split("."))]
+            sys.modules[package] = stub
+
+
+_light_package_imports()
+from duda_d2.data.datasets import source_conversion as _conv  # noqa: E402
+from duda_d2.data.preparation import id_to_train_id_lut  # noqa: E402
+
+# SYNTHIA class id -> Cityscapes train id, for the 16 classes both datasets have.
+SYNTHIA_ID_TO_TRAIN_ID: Dict[int, int] = {
+    3: 0,    # road
+    4: 1,    # sidewalk
+    2: 2,    # building
+    21: 3,   # wall
+    5: 4,    # fence
+    7: 5,    # pole
+    15: 6,   # traffic light
+    9: 7,    # traffic sign
+    6: 8,    # vegetation
+    1: 10,   # sky
+    10: 11,  # person
+    17: 12,  # rider
+    8: 13,   # car
+    19: 15,  # bus
+    12: 17,  # motorcycle
+    11: 18,  # bicycle
+}
+LUT = id_to_train_id_lut(SYNTHIA_ID_TO_TRAIN_ID)
+_RED = 2  # OpenCV returns the channels in B, G, R(, A) order; the class id is in R
+
+
+def read_class_ids(path: str) -> np.ndarray:
+    """The SYNTHIA class ids of a label file: its R channel, read at full (16-bit) depth.
+
+    PIL cannot read these multi-channel 16-bit PNGs, so OpenCV is used; it orders the channels
+    B, G, R, hence index 2. A file that is not a colour PNG raises ``LabelFormatError``.
+    """
+    label = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    if label is None or label.ndim != 3 or label.shape[2] not in (3, 4):
+        shape = None if label is None else label.shape
+        raise _conv.LabelFormatError(
+            f"SYNTHIA label '{path}' is unreadable or not a 3/4-channel PNG (shape {shape}); "
+            f"expected the GT/LABELS file of the download, class id in the R channel.")
+    return label[:, :, _RED]
+
+
+def synthia_train_ids(path: str) -> np.ndarray:
+    """Train ids (uint8, 255 = ignore) of a SYNTHIA label file; unshared classes are ignored."""
+    return _conv.apply_lut(read_class_ids(path), LUT)
+
+
+def prepare_synthia(root: Optional[str] = None, nproc: int = 1, progress: bool = True):
+    """Convert ``<root>/synthia`` (default root: $DETECTRON2_DATASETS); a ``ConversionSummary``."""
+    return _conv.convert_source_labels(_conv.SYNTHIA_LAYOUT, synthia_train_ids, root, nproc,
+                                       progress)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """CLI entry point; returns the exit status (2 on a missing or malformed dataset)."""
+    return _conv.prepare_cli(_conv.SYNTHIA_LAYOUT, synthia_train_ids, argv,
+                             __doc__.split("\n\n")[0])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

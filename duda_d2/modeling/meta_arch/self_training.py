@@ -1,0 +1,228 @@
+"""``SelfTrainingUDA``: one student and its EMA teacher, trained the DAFormer/MIC way.
+
+Per iteration t (the trainer's, so ``--resume`` is exact): EMA update of the teacher; the
+student learns the source labels; the teacher labels the clean target batch; ClassMix pastes
+half of each source image's classes onto a target image; the strongly augmented mix is
+learned with pixel weights (1 on source pixels, the pseudo-label quality on target pixels);
+optionally thing-class ImageNet feature distance (FD) and masked image consistency (MIC).
+Pieces come from ``duda_d2.uda``; this module only composes them.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+
+from detectron2.config import configurable
+from detectron2.modeling import META_ARCH_REGISTRY
+from detectron2.utils.events import get_event_storage
+
+from ...uda.augment import StrongAugmentation
+from ...uda.ema import ema_alpha, ema_update
+from ...uda.losses import feature_distance_loss, upsample_logits, weighted_cross_entropy
+from ...uda.masking import block_mask
+from ...uda.mix import class_mix_masks, mix
+from ...uda.pseudo_label import PseudoLabels, pseudo_labels
+from ..network import SegmentationNetwork
+from .segmentor import UDASegmentor, batch_images, batch_targets
+
+__all__ = ["SelfTrainingUDA", "SelfTrainingSettings", "frozen_copy", "teacher_mode"]
+
+
+@dataclass
+class SelfTrainingSettings:
+    """Every number of the self-training recipe (``MODEL.UDA.*``)."""
+
+    ema_alpha: float = 0.999
+    pseudo_threshold: float = 0.968
+    pseudo_weight_mode: str = "batch"
+    ignore_top: int = 0
+    ignore_bottom: int = 0
+    teacher_bn: str = "batch"
+    color_jitter: float = 0.2
+    color_jitter_p: float = 0.8
+    blur_sigma: Sequence[float] = (0.15, 1.15)
+    blur_p: float = 0.5
+    fd_lambda: float = 0.0
+    fd_classes: Sequence[int] = (6, 7, 11, 12, 13, 14, 15, 16, 17, 18)
+    fd_purity: float = 0.75
+    mic_lambda: float = 0.0
+    mic_mask_ratio: float = 0.7
+    mic_block_size: int = 32
+    inference_network: str = "student"
+    debug_period: int = 0
+
+    @classmethod
+    def from_config(cls, cfg) -> "SelfTrainingSettings":
+        u = cfg.MODEL.UDA
+        settings = cls(u.EMA_ALPHA, u.PSEUDO_THRESHOLD, u.PSEUDO_WEIGHT_MODE,
+                       u.PSEUDO_IGNORE_TOP, u.PSEUDO_IGNORE_BOTTOM, u.TEACHER_BN, u.COLOR_JITTER,
+                       u.COLOR_JITTER_P, tuple(u.BLUR_SIGMA), u.BLUR_P, u.FD_LAMBDA,
+                       tuple(u.FD_CLASSES), u.FD_PURITY, u.MIC_LAMBDA, u.MIC_MASK_RATIO,
+                       u.MIC_BLOCK_SIZE, u.INFERENCE_NETWORK, u.DEBUG_PERIOD)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        if self.teacher_bn not in ("batch", "running"):
+            raise ValueError(f"MODEL.UDA.TEACHER_BN={self.teacher_bn!r}; use 'batch' or 'running'")
+        if self.pseudo_weight_mode not in ("batch", "pixel"):
+            raise ValueError(f"MODEL.UDA.PSEUDO_WEIGHT_MODE={self.pseudo_weight_mode!r}; use "
+                             f"'batch' or 'pixel'")
+
+
+def frozen_copy(module: nn.Module) -> nn.Module:
+    """A deep copy that never receives gradients (teachers, the ImageNet feature reference)."""
+    clone = copy.deepcopy(module)
+    for p in clone.parameters():
+        p.requires_grad_(False)
+    return clone
+
+
+@contextlib.contextmanager
+def teacher_mode(network: nn.Module, bn: str = "batch"):
+    """Evaluation mode (no dropout, no drop-path) for a no-grad teacher pass; with
+    ``bn="batch"`` its BatchNorm layers normalise with the batch's statistics without
+    touching their running averages. The previous modes are restored afterwards."""
+    modes = [(m, m.training) for m in network.modules()]
+    network.eval()
+    batch_norms = [m for m in network.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in batch_norms]
+    if bn == "batch":
+        for m in batch_norms:
+            m.train()
+            m.momentum = 0.0  # running = (1 - 0) * running + 0 * batch: unchanged
+    try:
+        with torch.no_grad():
+            yield network
+    finally:
+        for m, momentum in zip(batch_norms, momenta):
+            m.momentum = momentum
+        for m, training in modes:
+            m.training = training
+
+
+@META_ARCH_REGISTRY.register()
+class SelfTrainingUDA(UDASegmentor):
+    """Student + EMA teacher (+ optional frozen ImageNet backbone for FD).
+
+    Training input: ``(source_batch, target_batch)`` from ``build_uda_train_loader``. The
+    teacher is a frozen copy (``requires_grad=False``: DDP neither buckets nor reduces it) held
+    in the module so checkpoints carry it.
+    """
+
+    uses_target_data = True
+
+    @configurable
+    def __init__(self, *, network: SegmentationNetwork, settings: SelfTrainingSettings, **kwargs):
+        super().__init__(network=network, **kwargs)
+        self.settings = settings
+        self.teacher = frozen_copy(network)
+        self.imnet_backbone = frozen_copy(network.backbone) if settings.fd_lambda > 0 else None
+        self.augment = StrongAugmentation(self.pixel_mean.view(-1).tolist(),
+                                          self.pixel_std.view(-1).tolist(),
+                                          settings.color_jitter, settings.color_jitter_p,
+                                          settings.blur_sigma, settings.blur_p)
+        self.debug_visuals: Dict[str, torch.Tensor] = {}
+
+    @classmethod
+    def from_config(cls, cfg) -> dict:
+        args = super().from_config(cfg)
+        args["settings"] = SelfTrainingSettings.from_config(cfg)
+        return args
+
+    # ------------------------------------------------------------------ inference
+    def inference_network(self) -> nn.Module:
+        choice = self.settings.inference_network
+        if choice not in ("student", "teacher"):
+            raise ValueError(f"MODEL.UDA.INFERENCE_NETWORK={choice!r}; use 'student' or 'teacher'")
+        return self.network if choice == "student" else self.teacher
+
+    def forward(self, batched_inputs):
+        if not self.training:
+            images = batch_images(batched_inputs, "image", self.pixel_mean, self.pixel_std,
+                                  self.network.size_divisibility)
+            return self.predict(batched_inputs, images, self.inference_network())
+        source, target = batched_inputs
+        return self.training_losses(source, target, get_event_storage().iter)
+
+    # ------------------------------------------------------------------ training
+    def prepare_batches(self, source: List[dict], target: List[dict]):
+        """Normalised, padded source/target images and padded source labels."""
+        div = self.network.size_divisibility
+        xs = batch_images(source, "image", self.pixel_mean, self.pixel_std, div)
+        xt = batch_images(target, "image", self.pixel_mean, self.pixel_std, div)
+        return xs.tensor, batch_targets(source, xs, self.ignore_value), xt.tensor
+
+    def update_teacher(self, iteration: int) -> float:
+        alpha = ema_alpha(iteration, self.settings.ema_alpha)
+        ema_update(self.teacher, self.network, alpha)
+        return alpha
+
+    def teacher_pseudo_labels(self, target_images: torch.Tensor) -> Tuple[torch.Tensor, PseudoLabels]:
+        """Teacher logits on the clean target (full resolution) and their pseudo-labels."""
+        s = self.settings
+        with teacher_mode(self.teacher, s.teacher_bn):
+            logits = upsample_logits(self.teacher(target_images), target_images.shape[-2:])
+        return logits, pseudo_labels(logits, s.pseudo_threshold, s.pseudo_weight_mode,
+                                     s.ignore_top, s.ignore_bottom)
+
+    def source_losses(self, network: SegmentationNetwork, xs: torch.Tensor, ys: torch.Tensor,
+                      imnet_backbone: Optional[nn.Module]) -> Dict[str, torch.Tensor]:
+        """Cross-entropy on source labels, and FD against the frozen ImageNet backbone."""
+        logits, features = network.forward_with_features(xs)
+        losses = {"loss_src": weighted_cross_entropy(logits, ys, ignore_index=self.ignore_value)}
+        if imnet_backbone is not None:
+            name = list(features)[-1]
+            with torch.no_grad():
+                reference = imnet_backbone.eval()(xs)[name]
+            losses["loss_fd"] = self.settings.fd_lambda * feature_distance_loss(
+                features[name], reference, ys, self.settings.fd_classes, self.num_classes,
+                self.settings.fd_purity, self.ignore_value)
+        return losses
+
+    def mixed_batch(self, xs, ys, xt, pl: PseudoLabels):
+        """ClassMix of source onto target, strongly augmented; returns (images, labels, weight,
+        masks)."""
+        masks = class_mix_masks(ys, self.ignore_value)
+        mixed = mix(masks, xs, xt, ys, pl.labels, pl.weight)
+        return self.augment(mixed.images), mixed.labels, mixed.weight, masks
+
+    def masked_target_loss(self, network: nn.Module, xt: torch.Tensor,
+                           pl: PseudoLabels) -> torch.Tensor:
+        s = self.settings
+        masked = xt * block_mask(xt, s.mic_mask_ratio, s.mic_block_size)
+        return s.mic_lambda * weighted_cross_entropy(network(masked), pl.labels, pl.weight,
+                                                     self.ignore_value)
+
+    def training_losses(self, source: List[dict], target: List[dict],
+                        iteration: int) -> Dict[str, torch.Tensor]:
+        alpha = self.update_teacher(iteration)
+        xs, ys, xt = self.prepare_batches(source, target)
+        losses = self.source_losses(self.network, xs, ys, self.imnet_backbone)
+        _, pl = self.teacher_pseudo_labels(xt)
+        x_mix, y_mix, w_mix, masks = self.mixed_batch(xs, ys, xt, pl)
+        mix_logits = self.network(x_mix)
+        losses["loss_tgt"] = weighted_cross_entropy(mix_logits, y_mix, w_mix, self.ignore_value)
+        if self.settings.mic_lambda > 0:
+            losses["loss_mic"] = self.masked_target_loss(self.network, xt, pl)
+        get_event_storage().put_scalars(pseudo_quality=pl.quality, ema_alpha=alpha)
+        self.keep_debug_visuals(iteration, source, target, pl, masks, mix_logits)
+        return losses
+
+    def keep_debug_visuals(self, iteration: int, source, target, pl: PseudoLabels, masks,
+                           prediction: torch.Tensor) -> None:
+        """Keep the first pair's panels (for ``DebugPanelHook``) every ``debug_period`` iters."""
+        period = self.settings.debug_period
+        if period <= 0 or iteration % period:
+            return
+        self.debug_visuals = {
+            "source": source[0]["image"], "target": target[0]["image"],
+            "source_label": source[0]["sem_seg"], "pseudo_label": pl.labels[0].cpu(),
+            "mix_mask": masks[0, 0].cpu(),
+            "mix_prediction": prediction[0].detach().argmax(0).cpu(),
+        }

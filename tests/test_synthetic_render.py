@@ -1,0 +1,177 @@
+"""Tests of the synthetic "game -> real" scene generator and of datasets/prepare_synthetic.py."""
+import importlib.util
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load_prepare_script():
+    """Import datasets/prepare_synthetic.py (not a package) under a stable module name."""
+    name = "prepare_synthetic"
+    if name not in sys.modules:  # registered so that worker processes can unpickle its jobs
+        spec = importlib.util.spec_from_file_location(
+            name, REPO_ROOT / "datasets" / "prepare_synthetic.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+prepare = _load_prepare_script()
+# The script loads the renderer without importing the duda_d2 package (torch, Detectron2):
+# reusing that module keeps these tests fast.
+render = prepare._render
+render_scene, render_layout = render.render_scene, render.render_layout
+ALLOWED = set(render.SYNTHETIC_CLASSES) | {255}
+TINY = dict(num_source=3, num_target=2, num_val=2, height=48, width=64)
+
+
+# ------------------------------------------------------------------------------- renderer
+def test_render_is_deterministic():
+    for style in render.STYLES:
+        image_a, label_a = render_scene(7, style)
+        image_b, label_b = render_scene(7, style)
+        np.testing.assert_array_equal(image_a, image_b)
+        np.testing.assert_array_equal(label_a, label_b)
+
+
+def test_output_shapes_and_types():
+    image, label = render_scene(1, "target", height=64, width=80, strength=0.3)
+    assert image.shape == (64, 80, 3) and image.dtype == np.uint8
+    assert label.shape == (64, 80) and label.dtype == np.uint8
+
+
+def test_layout_is_shared_between_styles_and_strengths():
+    for seed in range(5):
+        _, source_label = render_scene(seed, "source")
+        for strength in (0.0, 0.65, 1.0):
+            _, target_label = render_scene(seed, "target", strength=strength)
+            np.testing.assert_array_equal(source_label, target_label)
+
+
+def test_layout_depends_on_seed():
+    labels = [render_scene(seed, "source")[1] for seed in range(4)]
+    assert all(not np.array_equal(labels[0], other) for other in labels[1:])
+
+
+def test_styles_differ_substantially():
+    for seed in range(5):
+        source, _ = render_scene(seed, "source")
+        target, _ = render_scene(seed, "target")
+        diff = np.abs(source.astype(np.int16) - target.astype(np.int16)).mean()
+        assert diff > 20.0, f"seed {seed}: mean |source - target| is only {diff:.1f}"
+
+
+def test_strength_dials_the_gap():
+    def gap(strength):
+        return np.mean([np.abs(render_scene(seed, "source")[0].astype(np.int16)
+                               - render_scene(seed, "target", strength=strength)[0]).mean()
+                        for seed in range(5)])
+
+    assert gap(0.0) < 0.5 * gap(0.65) < gap(1.0)
+
+
+def test_label_values_are_synthetic_classes():
+    for seed in range(30):
+        _, label = render_scene(seed, "target")
+        assert set(np.unique(label).tolist()) <= ALLOWED
+
+
+def test_every_class_occurs_in_a_few_hundred_scenes():
+    # render_layout gives exactly render_scene's label map without painting an image
+    seen = set()
+    for seed in range(200):
+        seen.update(np.unique(render_layout(seed).label).tolist())
+    assert set(render.SYNTHETIC_CLASSES) <= seen
+
+
+def test_invalid_arguments_are_rejected():
+    with pytest.raises(ValueError, match="style"):
+        render_scene(0, "cartoon")
+    with pytest.raises(ValueError, match="strength"):
+        render_scene(0, "target", strength=1.5)
+    with pytest.raises(ValueError, match="seed"):
+        render_scene(-1, "source")
+
+
+# ------------------------------------------------------------------------- prepare script
+def _files(folder: Path):
+    return {p: p.stat().st_mtime_ns for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_prepare_writes_expected_tree(tmp_path):
+    stats = prepare.prepare_synthetic(str(tmp_path), nproc=2, progress=False, **TINY)
+    out = tmp_path / "synthetic_uda"
+    for folder, count in (("source/train", 3), ("target/train", 2), ("target/val", 2)):
+        expected = [f"{i:06d}.png" for i in range(count)]
+        for kind in ("images", "labels"):
+            assert sorted(os.listdir(out / folder / kind)) == expected  # no temp files left
+        image = Image.open(out / folder / "images" / expected[0])
+        label = Image.open(out / folder / "labels" / expected[0])
+        assert image.mode == "RGB" and image.size == (64, 48)
+        assert label.mode == "L" and label.size == (64, 48)
+        assert set(np.unique(np.asarray(label)).tolist()) <= ALLOWED
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["format_version"] == prepare.FORMAT_VERSION
+    assert {k: meta[k] for k in TINY} == TINY
+    assert meta["seed"] == 0 and meta["strength"] == 0.65
+    assert stats["files_written"] == 2 * 7 and stats["skipped"] == 0
+
+
+def test_written_files_match_the_renderer(tmp_path):
+    prepare.prepare_synthetic(str(tmp_path), nproc=1, progress=False, **TINY)
+    val = tmp_path / "synthetic_uda" / "target" / "val"
+    image, label = render_scene(prepare.scene_seed(0, 2, 1), "target", 48, 64, 0.65)
+    np.testing.assert_array_equal(np.asarray(Image.open(val / "images" / "000001.png")), image)
+    np.testing.assert_array_equal(np.asarray(Image.open(val / "labels" / "000001.png")), label)
+
+
+def test_splits_use_distinct_scenes():
+    seeds = {prepare.scene_seed(0, split, i) for split in range(3) for i in range(200)}
+    assert len(seeds) == 600
+    assert prepare.scene_seed(1, 0, 0) != prepare.scene_seed(0, 0, 0)
+
+
+def test_prepare_is_resumable(tmp_path):
+    prepare.prepare_synthetic(str(tmp_path), nproc=1, progress=False, **TINY)
+    out = tmp_path / "synthetic_uda"
+    before = _files(out)
+
+    stats = prepare.prepare_synthetic(str(tmp_path), nproc=1, progress=False, **TINY)
+    assert stats["files_written"] == 0 and stats["skipped"] == 7
+    assert _files(out) == before  # nothing rewritten, meta.json included
+
+    missing = out / "target" / "train" / "labels" / "000001.png"
+    content = missing.read_bytes()
+    missing.unlink()
+    stats = prepare.prepare_synthetic(str(tmp_path), nproc=1, progress=False, **TINY)
+    assert stats["files_written"] == 1 and missing.read_bytes() == content
+    after = _files(out)
+    assert {p: t for p, t in after.items() if p != missing} == {
+        p: t for p, t in before.items() if p != missing}
+
+
+def test_prepare_rejects_mismatching_meta(tmp_path, capsys):
+    prepare.prepare_synthetic(str(tmp_path), nproc=1, progress=False, **TINY)
+    with pytest.raises(prepare.MetaMismatchError, match="Delete"):
+        prepare.prepare_synthetic(str(tmp_path), nproc=1, progress=False,
+                                  **{**TINY, "strength": 0.5})
+    argv = ["--root", str(tmp_path), "--nproc", "1", "--num-source", "3", "--num-target", "2",
+            "--num-val", "2", "--height", "48", "--width", "64", "--seed", "5"]
+    assert prepare.main(argv) == 2
+    assert "same parameters" in capsys.readouterr().err
+
+
+def test_main_generates_and_resumes(tmp_path, capsys):
+    argv = ["--root", str(tmp_path), "--nproc", "1", "--num-source", "1", "--num-target", "1",
+            "--num-val", "1", "--height", "32", "--width", "48"]
+    assert prepare.main(argv) == 0
+    assert prepare.main(argv) == 0
+    assert "3 already there" in capsys.readouterr().out
