@@ -108,6 +108,49 @@ def add_duda_config(cfg: CN) -> CN:
     # every this many iterations (0 = never).
     cfg.MODEL.UDA.DEBUG_PERIOD = 0
 
+    # ---------------------------------------------------------------- DUDA
+    # DUDA trains a large EMA teacher, a large student and the small student (the deployed
+    # network, described by the usual MODEL.BACKBONE / MODEL.SEM_SEG_HEAD keys). MODEL.UDA.*
+    # configures the large pair's self-training.
+    cfg.MODEL.DUDA = CN()
+    # Config file whose MODEL section describes the large networks (e.g.
+    # configs/Base-MiT-B5-DAFormer.yaml), and KEY VALUE overrides for it (e.g. its
+    # MODEL.BACKBONE.WEIGHTS). Relative paths: to the working directory, else the repository.
+    cfg.MODEL.DUDA.LARGE_NETWORK = "configs/Base-MiT-B5-DAFormer.yaml"
+    cfg.MODEL.DUDA.LARGE_NETWORK_OPTS = []
+    # Gradual distillation beta(t): 0 for PRE_ADAPTATION_ITERS, then up to BETA_MAX over
+    # RAMP_ITERS ("linear", "cosine", or "constant" = a step). -1 = a quarter of MAX_ITER.
+    cfg.MODEL.DUDA.PRE_ADAPTATION_ITERS = -1
+    cfg.MODEL.DUDA.RAMP_ITERS = -1
+    cfg.MODEL.DUDA.BETA_MAX = 1.0
+    cfg.MODEL.DUDA.SCHEDULE = "linear"
+    # KD temperature tau of KL_tau = tau^2 KL(softmax(z_teacher/tau) || softmax(z_small/tau)).
+    cfg.MODEL.DUDA.KD_TEMPERATURE = 1.0
+    # Teacher weights: the EMA teacher on the clean target (pi_T) and the large student on the
+    # mixed image (pi_G); either may be 0.
+    cfg.MODEL.DUDA.EMA_TEACHER_WEIGHT = 0.5
+    cfg.MODEL.DUDA.LARGE_STUDENT_WEIGHT = 0.5
+    # Further frozen teachers of any architecture, distilled on the clean target: one config
+    # file, one weight file (a tools/train_net.py or tools/export_student.py checkpoint) and
+    # one loss weight per teacher.
+    cfg.MODEL.DUDA.EXTRA_TEACHER_CONFIGS = []
+    cfg.MODEL.DUDA.EXTRA_TEACHER_WEIGHTS = []
+    cfg.MODEL.DUDA.EXTRA_TEACHER_LOSS_WEIGHTS = []
+    # Pseudo-labels from the weighted mean probability of the EMA teacher and the extra
+    # teachers on the clean target (instead of the EMA teacher alone).
+    cfg.MODEL.DUDA.PSEUDO_LABEL_FROM_ALL_TEACHERS = False
+    # Inconsistency class weights: c = 1 + GAMMA (u / mean(u) - 1), u = EMA (MOMENTUM) of
+    # 1 - IoU between the small student's and the teacher's target labels; clipped to CLIP and
+    # renormalised to mean 1. GAMMA 0 switches them off.
+    cfg.MODEL.DUDA.INCONSISTENCY_GAMMA = 1.0
+    cfg.MODEL.DUDA.INCONSISTENCY_MOMENTUM = 0.99
+    cfg.MODEL.DUDA.INCONSISTENCY_CLIP = (0.5, 3.0)
+    # After pre-adaptation + ramp, stop training the large pair (no large backward; the
+    # teacher stays fixed; the large student's mixed-image logits come from a no-grad pass).
+    cfg.MODEL.DUDA.FREEZE_LARGE_AFTER_PRE_ADAPTATION = False
+    # Network used at inference / evaluation: "small_student", "large_student" or "teacher".
+    cfg.MODEL.DUDA.INFERENCE_NETWORK = "small_student"
+
     # ---------------------------------------------------------------- input
     # Every image of a domain is first resized to this fixed (height, width); (0, 0) keeps the
     # file's size. UDA benchmarks use GTA5 (720, 1280), SYNTHIA (760, 1280), Cityscapes

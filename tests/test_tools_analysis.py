@@ -45,3 +45,15 @@ def test_benchmark_inference_measures_and_prints(capsys):
     assert benchmark_inference.main(["--config-file", B0, "--height", "32", "--width", "32",
                                      "--runs", "1", "--warmup", "0", "--device", "cpu"]) == 0
     assert "images/s" in capsys.readouterr().out
+
+
+def test_benchmark_loader_reports_images_per_second(synthetic_root, capsys):
+    import benchmark_loader
+
+    config_file = os.path.join(REPO, "configs/baselines/self_training_synthetic.yaml")
+    assert benchmark_loader.main(["--config-file", config_file, "--workers", "0",
+                                  "--iterations", "2", "--warmup", "1",
+                                  "INPUT.CROP.SIZE", "(32, 32)"]) == 0
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith("|") and "0 |" in line)
+    assert float(row.strip("|").split("|")[1]) > 0

@@ -25,7 +25,7 @@ from .hooks import DebugPanelHook, SeedEachIterationHook
 __all__ = ["UDATrainer", "wrap_ddp"]
 
 
-def wrap_ddp(model: torch.nn.Module) -> torch.nn.Module:
+def wrap_ddp(model: torch.nn.Module, find_unused_parameters: bool = False) -> torch.nn.Module:
     """DDP-wrap ``model`` when several processes train; ``device_ids`` only for a CUDA model
     (Detectron2's ``create_ddp_model`` always passes it, which DDP rejects on the CPU)."""
     if comm.get_world_size() == 1:
@@ -33,7 +33,7 @@ def wrap_ddp(model: torch.nn.Module) -> torch.nn.Module:
     on_cuda = next(model.parameters()).is_cuda
     device_ids = [comm.get_local_rank()] if on_cuda else None
     return DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=False,
-                                   find_unused_parameters=False)
+                                   find_unused_parameters=find_unused_parameters)
 
 
 class UDATrainer(DefaultTrainer):
@@ -46,7 +46,8 @@ class UDATrainer(DefaultTrainer):
         model = self.build_model(cfg)
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
-        model = wrap_ddp(model)
+        # A frozen large pair receives no gradients: DDP must be told parameters may go unused.
+        model = wrap_ddp(model, cfg.MODEL.DUDA.FREEZE_LARGE_AFTER_PRE_ADAPTATION)
         trainer_cls = AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer
         self._trainer = trainer_cls(model, data_loader, optimizer)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)

@@ -12,7 +12,8 @@ from detectron2.config import CfgNode
 from detectron2.modeling import build_backbone, build_sem_seg_head
 
 __all__ = ["SegmentationNetwork", "build_segmentation_network", "load_backbone_weights",
-           "named_networks"]
+           "named_networks", "sub_network_config", "load_network_weights",
+           "resolve_config_path"]
 
 logger = logging.getLogger(__name__)
 
@@ -81,3 +82,44 @@ def load_backbone_weights(backbone: nn.Module, path: str) -> Tuple[List[str], Li
         logger.warning(f"backbone weights '{path}': unexpected key {key} (ignored)")
     logger.info(f"loaded {len(state) - len(result.unexpected_keys)} backbone tensors from {path}")
     return list(result.missing_keys), list(result.unexpected_keys)
+
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def resolve_config_path(path: str, key: str) -> str:
+    """``path`` as given if it exists, else relative to the repository; a clear error else."""
+    for candidate in (path, os.path.join(REPO_ROOT, path)):
+        if os.path.isfile(candidate):
+            return candidate
+    raise FileNotFoundError(f"config file '{path}' ({key}) not found, neither in the working "
+                            f"directory nor in the repository '{REPO_ROOT}'")
+
+
+def sub_network_config(cfg: CfgNode, config_file: str, opts, key: str) -> CfgNode:
+    """``cfg`` with another network description merged in (for DUDA's large pair, extra
+    teachers): the file's MODEL keys, then ``opts``."""
+    sub = cfg.clone()
+    sub.defrost()
+    sub.merge_from_file(resolve_config_path(config_file, key))
+    sub.merge_from_list(list(opts))
+    return sub
+
+
+def load_network_weights(network: nn.Module, path: str, key: str) -> None:
+    """Load a trained network from a train_net / export_student checkpoint (``network.*`` keys
+    of the model, or a bare network state dict); every key and shape must match."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"weight file '{path}' ({key}) does not exist")
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    state = checkpoint.get("model", checkpoint)
+    if any(k.startswith("network.") for k in state):
+        state = {k[len("network."):]: v for k, v in state.items() if k.startswith("network.")}
+    own = network.state_dict()
+    wrong = [k for k, v in state.items() if k in own and v.shape != own[k].shape]
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    if wrong or missing or unexpected:
+        raise ValueError(f"'{path}' ({key}) does not fit the network its config builds: "
+                         f"shape mismatches {wrong[:5]}, missing {missing[:5]}, "
+                         f"unexpected {unexpected[:5]} (first 5 of each)")
+    network.load_state_dict(state)

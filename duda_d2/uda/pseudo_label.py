@@ -1,11 +1,13 @@
 """Pseudo-labels from teacher logits, with DAFormer's confidence-based quality weight."""
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, Sequence
 
 import torch
 
-__all__ = ["PseudoLabels", "pseudo_labels"]
+from .losses import upsample_logits
+
+__all__ = ["PseudoLabels", "pseudo_labels", "ensemble_logits"]
 
 
 class PseudoLabels(NamedTuple):
@@ -36,3 +38,14 @@ def pseudo_labels(logits: torch.Tensor, threshold: float = 0.968, mode: str = "b
     if ignore_bottom > 0:
         weight[:, weight.shape[1] - ignore_bottom:] = 0
     return PseudoLabels(labels, weight, confidence, quality)
+
+
+def ensemble_logits(logits: Sequence[torch.Tensor], weights: Sequence[float]) -> torch.Tensor:
+    """Log of the weighted mean of several teachers' softmax probabilities (resized to the
+    first's size): feeding it to ``pseudo_labels`` labels with the teachers' mixture."""
+    if len(logits) != len(weights) or not logits or sum(weights) <= 0:
+        raise ValueError("ensemble needs one positive-sum weight per teacher")
+    size = logits[0].shape[-2:]
+    total = sum(w * torch.softmax(upsample_logits(z.detach().float(), size), dim=1)
+                for z, w in zip(logits, weights))
+    return (total / sum(weights)).clamp(min=1e-12).log()

@@ -30,7 +30,8 @@ from ...uda.pseudo_label import PseudoLabels, pseudo_labels
 from ..network import SegmentationNetwork
 from .segmentor import UDASegmentor, batch_images, batch_targets
 
-__all__ = ["SelfTrainingUDA", "SelfTrainingSettings", "frozen_copy", "teacher_mode"]
+__all__ = ["SelfTrainingUDA", "SelfTrainingSettings", "MixedTarget", "frozen_copy",
+           "teacher_mode"]
 
 
 @dataclass
@@ -73,6 +74,17 @@ class SelfTrainingSettings:
         if self.pseudo_weight_mode not in ("batch", "pixel"):
             raise ValueError(f"MODEL.UDA.PSEUDO_WEIGHT_MODE={self.pseudo_weight_mode!r}; use "
                              f"'batch' or 'pixel'")
+
+
+@dataclass
+class MixedTarget:
+    """A strongly augmented ClassMix batch, its labels and weights, and a student's logits."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    weight: torch.Tensor
+    masks: torch.Tensor
+    logits: Optional[torch.Tensor] = None
 
 
 def frozen_copy(module: nn.Module) -> nn.Module:
@@ -120,9 +132,14 @@ class SelfTrainingUDA(UDASegmentor):
     @configurable
     def __init__(self, *, network: SegmentationNetwork, settings: SelfTrainingSettings, **kwargs):
         super().__init__(network=network, **kwargs)
+        self.init_self_training(network, settings)
+
+    def init_self_training(self, student: SegmentationNetwork,
+                           settings: SelfTrainingSettings) -> None:
+        """The EMA teacher (and FD reference) of ``student``, and the strong augmentation."""
         self.settings = settings
-        self.teacher = frozen_copy(network)
-        self.imnet_backbone = frozen_copy(network.backbone) if settings.fd_lambda > 0 else None
+        self.teacher = frozen_copy(student)
+        self.imnet_backbone = frozen_copy(student.backbone) if settings.fd_lambda > 0 else None
         self.augment = StrongAugmentation(self.pixel_mean.view(-1).tolist(),
                                           self.pixel_std.view(-1).tolist(),
                                           settings.color_jitter, settings.color_jitter_p,
@@ -158,9 +175,9 @@ class SelfTrainingUDA(UDASegmentor):
         xt = batch_images(target, "image", self.pixel_mean, self.pixel_std, div)
         return xs.tensor, batch_targets(source, xs, self.ignore_value), xt.tensor
 
-    def update_teacher(self, iteration: int) -> float:
+    def update_teacher(self, student: nn.Module, iteration: int) -> float:
         alpha = ema_alpha(iteration, self.settings.ema_alpha)
-        ema_update(self.teacher, self.network, alpha)
+        ema_update(self.teacher, student, alpha)
         return alpha
 
     def teacher_pseudo_labels(self, target_images: torch.Tensor) -> Tuple[torch.Tensor, PseudoLabels]:
@@ -185,12 +202,11 @@ class SelfTrainingUDA(UDASegmentor):
                 self.settings.fd_purity, self.ignore_value)
         return losses
 
-    def mixed_batch(self, xs, ys, xt, pl: PseudoLabels):
-        """ClassMix of source onto target, strongly augmented; returns (images, labels, weight,
-        masks)."""
+    def mixed_batch(self, xs, ys, xt, pl: PseudoLabels) -> "MixedTarget":
+        """ClassMix of source onto target, strongly augmented."""
         masks = class_mix_masks(ys, self.ignore_value)
         mixed = mix(masks, xs, xt, ys, pl.labels, pl.weight)
-        return self.augment(mixed.images), mixed.labels, mixed.weight, masks
+        return MixedTarget(self.augment(mixed.images), mixed.labels, mixed.weight, masks)
 
     def masked_target_loss(self, network: nn.Module, xt: torch.Tensor,
                            pl: PseudoLabels) -> torch.Tensor:
@@ -199,23 +215,31 @@ class SelfTrainingUDA(UDASegmentor):
         return s.mic_lambda * weighted_cross_entropy(network(masked), pl.labels, pl.weight,
                                                      self.ignore_value)
 
+    def student_losses(self, student: SegmentationNetwork, xs, ys, xt, pl: PseudoLabels
+                       ) -> Tuple[Dict[str, torch.Tensor], "MixedTarget"]:
+        """The self-training losses of ``student`` (source CE, FD, mixed-target CE, MIC) and the
+        mixed batch with the student's logits on it."""
+        losses = self.source_losses(student, xs, ys, self.imnet_backbone)
+        mixed = self.mixed_batch(xs, ys, xt, pl)
+        mixed.logits = student(mixed.images)
+        losses["loss_tgt"] = weighted_cross_entropy(mixed.logits, mixed.labels, mixed.weight,
+                                                    self.ignore_value)
+        if self.settings.mic_lambda > 0:
+            losses["loss_mic"] = self.masked_target_loss(student, xt, pl)
+        return losses, mixed
+
     def training_losses(self, source: List[dict], target: List[dict],
                         iteration: int) -> Dict[str, torch.Tensor]:
-        alpha = self.update_teacher(iteration)
+        alpha = self.update_teacher(self.network, iteration)
         xs, ys, xt = self.prepare_batches(source, target)
-        losses = self.source_losses(self.network, xs, ys, self.imnet_backbone)
         _, pl = self.teacher_pseudo_labels(xt)
-        x_mix, y_mix, w_mix, masks = self.mixed_batch(xs, ys, xt, pl)
-        mix_logits = self.network(x_mix)
-        losses["loss_tgt"] = weighted_cross_entropy(mix_logits, y_mix, w_mix, self.ignore_value)
-        if self.settings.mic_lambda > 0:
-            losses["loss_mic"] = self.masked_target_loss(self.network, xt, pl)
+        losses, mixed = self.student_losses(self.network, xs, ys, xt, pl)
         get_event_storage().put_scalars(pseudo_quality=pl.quality, ema_alpha=alpha)
-        self.keep_debug_visuals(iteration, source, target, pl, masks, mix_logits)
+        self.keep_debug_visuals(iteration, source, target, pl, mixed)
         return losses
 
-    def keep_debug_visuals(self, iteration: int, source, target, pl: PseudoLabels, masks,
-                           prediction: torch.Tensor) -> None:
+    def keep_debug_visuals(self, iteration: int, source, target, pl: PseudoLabels,
+                           mixed: "MixedTarget") -> None:
         """Keep the first pair's panels (for ``DebugPanelHook``) every ``debug_period`` iters."""
         period = self.settings.debug_period
         if period <= 0 or iteration % period:
@@ -223,6 +247,6 @@ class SelfTrainingUDA(UDASegmentor):
         self.debug_visuals = {
             "source": source[0]["image"], "target": target[0]["image"],
             "source_label": source[0]["sem_seg"], "pseudo_label": pl.labels[0].cpu(),
-            "mix_mask": masks[0, 0].cpu(),
-            "mix_prediction": prediction[0].detach().argmax(0).cpu(),
+            "mix_mask": mixed.masks[0, 0].cpu(),
+            "mix_prediction": mixed.logits[0].detach().argmax(0).cpu(),
         }

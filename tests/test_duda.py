@@ -1,0 +1,137 @@
+"""DUDA end to end on tiny networks: who learns, the stages, the frozen large pair, extra
+teachers, exact resume and small-student evaluation."""
+import os
+
+import pytest
+import torch
+
+from detectron2.modeling import build_model
+from detectron2.utils.env import seed_all_rng
+from detectron2.utils.events import EventStorage
+
+from duda_d2.engine import UDATrainer
+from helpers import config
+
+CONFIG = "configs/demo/duda_synthetic.yaml"
+TINY = ["MODEL.SEM_SEG_HEAD.EMBED_DIM", 16, "INPUT.CROP.SIZE", (32, 32),
+        "DATALOADER.NUM_WORKERS", 0, "DATALOADER.SOURCE_IMS_PER_BATCH", 2,
+        "DATALOADER.TARGET_IMS_PER_BATCH", 2, "SOLVER.WARMUP_ITERS", 1, "TEST.EVAL_PERIOD", 0,
+        "MODEL.DUDA.LARGE_NETWORK_OPTS", ["MODEL.MIT.VARIANT", "b0",
+                                          "MODEL.SEM_SEG_HEAD.EMBED_DIM", "32"],
+        "MODEL.DUDA.PRE_ADAPTATION_ITERS", 1, "MODEL.DUDA.RAMP_ITERS", 2,
+        "MODEL.UDA.PSEUDO_THRESHOLD", 0.0]
+
+
+def _batch(n, labelled=True):
+    out = []
+    for _ in range(n):
+        d = {"image": torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8)}
+        if labelled:
+            d["sem_seg"] = torch.randint(0, 19, (32, 32))
+        out.append(d)
+    return out
+
+
+def _step(model, iteration):
+    with EventStorage(iteration) as storage:
+        model.zero_grad(set_to_none=True)
+        losses = model((_batch(2), _batch(2, labelled=False)))
+        sum(losses.values()).backward()
+        return losses, storage.latest()
+
+
+def _has_grad(module):
+    return [p.grad is not None and p.grad.abs().sum() > 0 for p in module.parameters()]
+
+
+def test_stages_losses_and_gradients():
+    model = build_model(config(CONFIG, *TINY)).train()
+    # Pre-adaptation (t=0): beta 0, no KD; all students learn, never the teacher.
+    losses, logged = _step(model, 0)
+    assert set(losses) == {"loss_src_large", "loss_tgt_large", "loss_src_small",
+                           "loss_tgt_small", "loss_kd"}
+    assert logged["distill_beta"][0] == 0.0 and losses["loss_kd"].item() == 0.0
+    assert {"pseudo_quality", "ema_alpha", "inconsistency_max"} <= set(logged)
+    assert all(_has_grad(model.large_student)) and all(_has_grad(model.network))
+    assert all(p.grad is None and not p.requires_grad for p in model.teacher.parameters())
+    # Ramp (t=2 of pre 1 + ramp 2): beta 0.5, KD on.
+    losses, logged = _step(model, 2)
+    assert logged["distill_beta"][0] == pytest.approx(0.5) and losses["loss_kd"].item() > 0
+    assert all(p.grad is None for p in model.teacher.parameters())
+    # The inconsistency state moved and its weights average 1 over seen classes.
+    c = model.inconsistency.weights()
+    assert model.class_seen.any() and c[model.class_seen].mean() == pytest.approx(1.0)
+
+
+def test_frozen_large_pair_gets_no_gradient_and_a_fixed_teacher():
+    model = build_model(config(CONFIG, *TINY, "MODEL.DUDA.FREEZE_LARGE_AFTER_PRE_ADAPTATION",
+                               True)).train()
+    _step(model, 0)
+    teacher_before = [p.clone() for p in model.teacher.parameters()]
+    losses, logged = _step(model, 3)  # >= pre + ramp: frozen
+    assert set(losses) == {"loss_src_small", "loss_tgt_small", "loss_kd"}
+    assert "ema_alpha" not in logged
+    assert not any(_has_grad(model.large_student)) and all(_has_grad(model.network))
+    for before, after in zip(teacher_before, model.teacher.parameters()):
+        assert torch.equal(before, after)
+
+
+def test_extra_frozen_teacher_from_a_trained_checkpoint(tmp_path):
+    # A "released adapted model": a plain UDASegmentor checkpoint of another architecture.
+    teacher_cfg = config("configs/Base-MiT-B5-DAFormer.yaml", "MODEL.MIT.VARIANT", "b0",
+                         "MODEL.SEM_SEG_HEAD.EMBED_DIM", 16, "MODEL.DEVICE", "cpu")
+    torch.save({"model": build_model(teacher_cfg).state_dict()}, tmp_path / "teacher.pth")
+    extra_cfg = tmp_path / "teacher.yaml"
+    extra_cfg.write_text('_BASE_: "{}"\nMODEL:\n  MIT:\n    VARIANT: "b0"\n'
+                         '  SEM_SEG_HEAD:\n    EMBED_DIM: 16\n'.format(
+                             os.path.abspath("configs/Base-MiT-B5-DAFormer.yaml")))
+    model = build_model(config(
+        CONFIG, *TINY, "MODEL.DUDA.EXTRA_TEACHER_CONFIGS", [str(extra_cfg)],
+        "MODEL.DUDA.EXTRA_TEACHER_WEIGHTS", [str(tmp_path / "teacher.pth")],
+        "MODEL.DUDA.EXTRA_TEACHER_LOSS_WEIGHTS", [0.5],
+        "MODEL.DUDA.PSEUDO_LABEL_FROM_ALL_TEACHERS", True)).train()
+    assert len(model.extra_teachers) == 1
+    losses, _ = _step(model, 2)
+    assert losses["loss_kd"].item() > 0
+    assert all(p.grad is None for p in model.extra_teachers.parameters())
+    with pytest.raises(FileNotFoundError, match="EXTRA_TEACHER_WEIGHTS"):
+        build_model(config(CONFIG, *TINY, "MODEL.DUDA.EXTRA_TEACHER_CONFIGS", [str(extra_cfg)],
+                           "MODEL.DUDA.EXTRA_TEACHER_WEIGHTS", [str(tmp_path / "nope.pth")],
+                           "MODEL.DUDA.EXTRA_TEACHER_LOSS_WEIGHTS", [0.5]))
+
+
+def _train(out, resume=False, crash=False):
+    cfg = config(CONFIG, *TINY, "SOLVER.MAX_ITER", 4, "SOLVER.CHECKPOINT_PERIOD", 2,
+                 "OUTPUT_DIR", out, "TEST.EVAL_PERIOD", 0)
+    seed_all_rng(cfg.SEED)
+    trainer = UDATrainer(cfg)
+    if crash:
+        from test_self_training import _Crash
+        trainer.register_hooks([_Crash(2)])
+    trainer.resume_or_load(resume=resume)
+    trainer.train()
+    return torch.load(os.path.join(out, "model_final.pth"), weights_only=False)["model"]
+
+
+def test_resume_is_exact_including_inconsistency_state(synthetic_root, tmp_path):
+    reference = _train(str(tmp_path / "a"))
+    with pytest.raises(RuntimeError):
+        _train(str(tmp_path / "b"), crash=True)
+    resumed = _train(str(tmp_path / "b"), resume=True)
+    assert "class_disagreement" in reference and any(k.startswith("large_student.")
+                                                     for k in reference)
+    for key in reference:
+        torch.testing.assert_close(resumed[key], reference[key], rtol=0, atol=0, msg=key)
+
+
+def test_evaluates_the_small_student_by_default(synthetic_root, tmp_path):
+    cfg = config(CONFIG, *TINY, "MODEL.DEVICE", "cpu")
+    model = build_model(cfg).eval()
+    assert model.inference_network() is model.network
+    with torch.no_grad():
+        out = model(_batch(1, labelled=False))
+    assert out[0]["sem_seg"].shape == (19, 32, 32)
+    results = UDATrainer.test(cfg, model)
+    assert 0 <= results["sem_seg"]["mIoU"] <= 100
+    cfg.MODEL.DUDA.INFERENCE_NETWORK = "teacher"
+    assert build_model(cfg).inference_network().__class__.__name__ == "SegmentationNetwork"

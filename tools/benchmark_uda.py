@@ -1,0 +1,128 @@
+#!/usr/bin/env python
+"""Train several configs with several seeds on the same budget and compare target mIoU.
+
+    python tools/benchmark_uda.py \
+        --config-file configs/baselines/source_only_synthetic.yaml \
+        --config-file configs/baselines/self_training_synthetic.yaml \
+        [--seeds 0 1 2] [--output-dir output/benchmark_uda] [KEY VALUE ...]
+
+Each (config, seed) is one ``tools/train_net.py`` run in ``OUTPUT_DIR/<config>/seed<s>``; a run
+whose ``metrics.json`` already holds the final mIoU is not trained again, so an interrupted
+benchmark resumes. Prints mIoU mean ± std (and per seed), seconds per iteration, per-class
+IoU, and saves a bar plot next to the results.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+from typing import Dict, List
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from tabulate import tabulate  # noqa: E402
+
+
+def read_run(output_dir: str) -> Dict:
+    """Final evaluation scalars and the median seconds per iteration of one finished run."""
+    path = os.path.join(output_dir, "metrics.json")
+    if not os.path.isfile(path):
+        return {}
+    merged, times = {}, []
+    with open(path) as f:
+        for line in f:
+            row = json.loads(line)
+            merged.update(row)
+            if "time" in row:
+                times.append(row["time"])
+    if "sem_seg/mIoU" not in merged:
+        return {}
+    merged["seconds_per_iter"] = statistics.median(times) if times else float("nan")
+    return merged
+
+
+def run_one(config_file: str, seed: int, output_dir: str, opts: List[str]) -> Dict:
+    done = read_run(output_dir)
+    if done:
+        return done
+    cmd = [sys.executable, os.path.join(REPO, "tools", "train_net.py"), "--config-file",
+           config_file, "SEED", str(seed), "OUTPUT_DIR", output_dir, *opts]
+    print(f"[benchmark_uda] {os.path.basename(config_file)} seed {seed} -> {output_dir}",
+          flush=True)
+    os.makedirs(output_dir, exist_ok=True)
+    with open(os.path.join(output_dir, "stdout.log"), "w") as log:
+        subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT)
+    return read_run(output_dir)
+
+
+def _mean_std(values: List[float]) -> str:
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.1f} ± {std:.1f}"
+
+
+def summarise(results: Dict[str, List[Dict]]) -> str:
+    rows = []
+    for name, runs in results.items():
+        mious = [r["sem_seg/mIoU"] for r in runs]
+        rows.append([name, _mean_std(mious), " ".join(f"{m:.1f}" for m in mious),
+                     f"{statistics.median(r['seconds_per_iter'] for r in runs):.3f}"])
+    table = tabulate(rows, headers=["config", "mIoU mean ± std", "per seed", "s/iter"],
+                     tablefmt="github")
+    classes = sorted({k[len("sem_seg/IoU-"):] for runs in results.values() for r in runs
+                      for k, v in r.items() if k.startswith("sem_seg/IoU-") and v == v})
+    per_class = [[name] + [f"{statistics.mean(r[f'sem_seg/IoU-{c}'] for r in runs):.1f}"
+                           for c in classes] for name, runs in results.items()]
+    return table + "\n\nper-class IoU (mean over seeds)\n" + tabulate(
+        per_class, headers=["config"] + classes, tablefmt="github")
+
+
+def plot(results: Dict[str, List[Dict]], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(results)
+    means = [statistics.mean(r["sem_seg/mIoU"] for r in results[n]) for n in names]
+    stds = [statistics.stdev(r["sem_seg/mIoU"] for r in results[n]) if len(results[n]) > 1
+            else 0.0 for n in names]
+    fig, ax = plt.subplots(figsize=(1.8 * len(names) + 2, 4))
+    ax.bar(range(len(names)), means, yerr=stds, capsize=6, color="#4477aa")
+    ax.set_xticks(range(len(names)), names, rotation=15, ha="right")
+    ax.set_ylabel("target mIoU (%)")
+    ax.set_title("UDA benchmark (mean ± std over seeds)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config-file", required=True, action="append")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--output-dir", default="output/benchmark_uda")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides for all")
+    args = parser.parse_args(argv)
+    results: Dict[str, List[Dict]] = {}
+    for config_file in args.config_file:
+        name = os.path.splitext(os.path.basename(config_file))[0]
+        results[name] = [run_one(config_file, seed,
+                                 os.path.join(args.output_dir, name, f"seed{seed}"), args.opts)
+                         for seed in args.seeds]
+    report = summarise(results)
+    print(report)
+    os.makedirs(args.output_dir, exist_ok=True)
+    with open(os.path.join(args.output_dir, "results.md"), "w") as f:
+        f.write(report + "\n")
+    plot_path = os.path.join(args.output_dir, "results.png")
+    plot(results, plot_path)
+    print(f"plot: {plot_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
