@@ -1,0 +1,110 @@
+#!/usr/bin/env python
+"""Segment images with a trained model: coloured masks and overlays (Detectron2 Visualizer).
+
+    python tools/predict.py --config-file export/student.yaml --input img.png [dir/ ...] \
+        --output predictions/ [KEY VALUE ...]
+
+For every input image (or every image in an input folder) writes ``<name>_mask.png`` (the
+class colours) and ``<name>_overlay.png`` (the mask blended over the image) to ``--output``.
+The model comes from the config (its ``MODEL.WEIGHTS``); images are resized as
+``INPUT.TEST_SIZE`` says and predictions are returned at the image's own size.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import List
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from detectron2.data import MetadataCatalog  # noqa: E402
+from detectron2.data import detection_utils as utils  # noqa: E402
+from detectron2.data import transforms as T  # noqa: E402
+from detectron2.modeling import build_model  # noqa: E402
+from detectron2.utils.visualizer import ColorMode, Visualizer  # noqa: E402
+
+from duda_d2 import load_config  # noqa: E402
+from duda_d2.data.datasets import cityscapes_sem_seg_metadata  # noqa: E402
+from duda_d2.data.mappers import build_test_augmentations  # noqa: E402
+from duda_d2.engine import AtomicCheckpointer  # noqa: E402
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+
+
+def list_images(inputs: List[str]) -> List[str]:
+    """Image files named directly or found (recursively, sorted) in the named folders."""
+    found = []
+    for path in inputs:
+        if os.path.isdir(path):
+            for root, _, names in sorted(os.walk(path)):
+                found += [os.path.join(root, n) for n in sorted(names)
+                          if n.lower().endswith(IMAGE_SUFFIXES)]
+        elif os.path.isfile(path):
+            found.append(path)
+        else:
+            raise FileNotFoundError(f"input '{path}' is neither an image nor a folder")
+    if not found:
+        raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {inputs}")
+    return found
+
+
+class Predictor:
+    """Model + test-time resize; ``__call__(RGB uint8 HxWx3) -> (H, W) train ids``."""
+
+    def __init__(self, cfg):
+        self.model = build_model(cfg).eval()
+        AtomicCheckpointer(self.model).load(cfg.MODEL.WEIGHTS)
+        self.augmentations = T.AugmentationList(build_test_augmentations(cfg))
+        self.format = cfg.INPUT.FORMAT
+
+    @torch.no_grad()
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        """``image``: RGB uint8 (H, W, 3); returns (H, W) train ids."""
+        aug = T.AugInput(image[:, :, ::-1] if self.format == "BGR" else image)
+        self.augmentations(aug)
+        tensor = torch.as_tensor(np.ascontiguousarray(aug.image.transpose(2, 0, 1)))
+        inputs = [{"image": tensor, "height": image.shape[0], "width": image.shape[1]}]
+        return self.model(inputs)[0]["sem_seg"].argmax(0).cpu().numpy()
+
+
+def save_visuals(image: np.ndarray, labels: np.ndarray, metadata, stem: str) -> None:
+    colours = np.array(metadata.stuff_colors, dtype=np.uint8)
+    mask = colours[np.clip(labels, 0, len(colours) - 1)]
+    Image.fromarray(mask).save(f"{stem}_mask.png")
+    overlay = Visualizer(image, metadata, instance_mode=ColorMode.IMAGE)
+    overlay.draw_sem_seg(labels, alpha=0.5).save(f"{stem}_overlay.png")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config-file", required=True)
+    parser.add_argument("--input", nargs="+", required=True, help="images and/or folders")
+    parser.add_argument("--output", required=True)
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
+    args = parser.parse_args(argv)
+    cfg = load_config(args.config_file, args.opts)
+    if not cfg.MODEL.WEIGHTS:
+        parser.error("the config has no MODEL.WEIGHTS: pass MODEL.WEIGHTS path/to/model.pth")
+    images = list_images(args.input)
+    predictor = Predictor(cfg)
+    metadata = MetadataCatalog.get("__duda_predict__")
+    if not hasattr(metadata, "stuff_classes"):
+        metadata.set(**cityscapes_sem_seg_metadata())
+    os.makedirs(args.output, exist_ok=True)
+    for path in tqdm(images, desc="predict", unit="img"):
+        image = utils.read_image(path, format="RGB")
+        labels = predictor(image)
+        stem = os.path.join(args.output, os.path.splitext(os.path.basename(path))[0])
+        save_visuals(image, labels, metadata, stem)
+    print(f"{len(images)} images -> {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
