@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import sys
-import types
 from typing import Dict, Optional, Sequence
 
 import numpy as np
@@ -25,26 +24,7 @@ from cityscapesscripts.helpers.labels import labels as CITYSCAPES_LABELS
 from PIL import Image
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _light_package_imports() -> None:
-    """Let ``import duda_d2.data...`` load single modules without the package ``__init__``s.
-
-    Those import torch and Detectron2 (seconds); the conversion needs only numpy and OpenCV.
-    Run as a script, empty stand-ins for the packages are installed: their ``__path__`` still
-    finds the modules, under their real names, so worker processes can unpickle the conversion
-    function. Imported as a module (e.g. by the tests), the real package is used.
-    """
-    if REPO_ROOT not in sys.path:
-        sys.path.append(REPO_ROOT)
-    if __name__ == "__main__":
-        for package in ("duda_d2", "duda_d2.data", "duda_d2.data.datasets"):
-            stub = types.ModuleType(package)
-            stub.__path__ = [os.path.join(REPO_ROOT, *package.split("."))]
-            sys.modules[package] = stub
-
-
-_light_package_imports()
+sys.path.insert(0, REPO_ROOT)  # run from a checkout without installing
 from duda_d2.data.datasets import source_conversion as _conv  # noqa: E402
 from duda_d2.data.preparation import id_to_train_id_lut  # noqa: E402
 

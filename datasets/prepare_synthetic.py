@@ -17,37 +17,17 @@ existing folder is refused, because it would mix two datasets.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
-import multiprocessing
 import os
 import sys
-from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence
+from typing import Dict, List, NamedTuple, Optional, Sequence
 
-import cv2
 import numpy as np
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _load_renderer():
-    """Load ``duda_d2/data/synthetic/render.py`` on its own.
-
-    The renderer needs only numpy and OpenCV; importing it through the ``duda_d2`` package
-    would first import torch and Detectron2 (seconds per process, and a hard dependency).
-    """
-    name = "duda_d2_synthetic_render"
-    if name not in sys.modules:
-        path = os.path.join(REPO_ROOT, "duda_d2", "data", "synthetic", "render.py")
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module  # dataclasses look their module up here
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-_render = _load_renderer()
-SYNTHETIC_CLASSES, render_scene = _render.SYNTHETIC_CLASSES, _render.render_scene
+sys.path.insert(0, REPO_ROOT)  # run from a checkout without installing
+from duda_d2.data.preparation import parallel_map, write_atomic, write_png  # noqa: E402
+from duda_d2.data.synthetic.render import SYNTHETIC_CLASSES, render_scene  # noqa: E402
 
 FORMAT_VERSION = 1
 DATASET_DIR = "synthetic_uda"
@@ -94,19 +74,6 @@ def _meta(params: Dict) -> Dict:
     return meta
 
 
-def _write_atomic(path: str, data: bytes) -> None:
-    """Write ``data`` to a hidden temporary file next to ``path``, then rename it into place."""
-    folder, name = os.path.split(path)
-    tmp = os.path.join(folder, f".{name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def _check_or_write_meta(out_dir: str, meta: Dict) -> None:
     path = os.path.join(out_dir, META_FILE)
     if os.path.exists(path):
@@ -121,7 +88,7 @@ def _check_or_write_meta(out_dir: str, meta: Dict) -> None:
                 f"pass the same parameters to resume it.")
         return
     os.makedirs(out_dir, exist_ok=True)
-    _write_atomic(path, (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode())
+    write_atomic(path, (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode())
 
 
 def _jobs(out_dir: str, params: Dict) -> List[Job]:
@@ -142,36 +109,17 @@ def _jobs(out_dir: str, params: Dict) -> List[Job]:
     return jobs
 
 
-def _encode_png(array: np.ndarray) -> bytes:
-    ok, buf = cv2.imencode(".png", array)
-    if not ok:
-        raise RuntimeError("PNG encoding failed")
-    return buf.tobytes()
-
-
 def _run_job(job: Job) -> int:
     """Render one scene and write whichever of its two files is missing; returns files written."""
     image, label = render_scene(job.scene_seed, job.style, job.height, job.width, job.strength)
     written = 0
     if not os.path.exists(job.image_path):
-        _write_atomic(job.image_path, _encode_png(cv2.cvtColor(image, cv2.COLOR_RGB2BGR)))
+        write_png(job.image_path, image)
         written += 1
     if not os.path.exists(job.label_path):
-        _write_atomic(job.label_path, _encode_png(label))
+        write_png(job.label_path, label)
         written += 1
     return written
-
-
-def _init_worker() -> None:
-    cv2.setNumThreads(1)  # one process per core already
-
-
-def _progress(items: Iterable[int], total: int) -> Iterable[int]:
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return items
-    return tqdm(items, total=total, desc="synthetic_uda", unit="img")
 
 
 def prepare_synthetic(root: Optional[str] = None, nproc: Optional[int] = None,
@@ -194,14 +142,8 @@ def prepare_synthetic(root: Optional[str] = None, nproc: Optional[int] = None,
 
     jobs = _jobs(out_dir, params)
     total = sum(params[split.count_key] for split in SPLITS)
-    nproc = max(1, min(nproc or os.cpu_count() or 1, len(jobs)))
-    if nproc == 1:
-        results = map(_run_job, jobs)
-        written = sum(_progress(results, len(jobs)) if progress else results)
-    else:
-        with multiprocessing.Pool(nproc, initializer=_init_worker) as pool:
-            results = pool.imap_unordered(_run_job, jobs, chunksize=8)
-            written = sum(_progress(results, len(jobs)) if progress else results)
+    written = sum(parallel_map(_run_job, jobs, nproc or os.cpu_count() or 1, DATASET_DIR,
+                               progress))
     return {"scenes": total, "rendered": len(jobs), "skipped": total - len(jobs),
             "files_written": written}
 

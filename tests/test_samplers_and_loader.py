@@ -3,9 +3,7 @@ import itertools
 import math
 import os
 
-import numpy as np
 import pytest
-import torch
 
 from duda_d2.data import build_supervised_train_loader, build_uda_train_loader
 from duda_d2.data.preparation import RcsStatsError, class_pixel_counts, save_rcs_stats

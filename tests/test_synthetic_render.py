@@ -25,9 +25,7 @@ def _load_prepare_script():
 
 
 prepare = _load_prepare_script()
-# The script loads the renderer without importing the duda_d2 package (torch, Detectron2):
-# reusing that module keeps these tests fast.
-render = prepare._render
+from duda_d2.data.synthetic import render  # noqa: E402
 render_scene, render_layout = render.render_scene, render.render_layout
 ALLOWED = set(render.SYNTHETIC_CLASSES) | {255}
 TINY = dict(num_source=3, num_target=2, num_val=2, height=48, width=64)

@@ -1,5 +1,4 @@
 """The pure-tensor UDA pieces against hand-computed expectations."""
-import math
 
 import pytest
 import torch

@@ -1,7 +1,7 @@
 """Knowledge distillation and inconsistency class weights for the small student."""
 from __future__ import annotations
 
-from typing import Optional
+
 
 import torch
 from torch.nn import functional as F
