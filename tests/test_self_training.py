@@ -114,3 +114,27 @@ def test_two_cpu_processes_keep_identical_teachers(synthetic_root, tmp_path):
     (t0, s0), (t1, s1) = torch.load(os.path.join(out, "gathered.pth"), weights_only=False)
     torch.testing.assert_close(t0, t1, rtol=0, atol=0)
     torch.testing.assert_close(s0, s1, rtol=0, atol=0)
+
+
+def test_debug_panels_reach_the_event_storage():
+    from types import SimpleNamespace
+
+    from duda_d2.engine.hooks import DebugPanelHook
+
+    model = SimpleNamespace(debug_visuals={
+        "source": torch.randint(0, 256, (3, 16, 16), dtype=torch.uint8),
+        "target": torch.randint(0, 256, (3, 16, 16), dtype=torch.uint8),
+        "source_label": torch.randint(0, 19, (16, 16)),
+        "pseudo_label": torch.randint(0, 19, (16, 16)),
+        "mix_mask": torch.randint(0, 2, (16, 16)).float(),
+        "mix_prediction": torch.randint(0, 19, (4, 4)),
+    })
+    hook = DebugPanelHook("synthetic_uda_source_train")
+    with EventStorage(0) as storage:
+        hook.trainer = SimpleNamespace(model=model, storage=storage)
+        hook.after_step()
+        names = [name for name, _, _ in storage._vis_data]
+        assert names == ["debug/source_label", "debug/target_pseudo_label", "debug/mix_mask",
+                         "debug/mix_prediction"]
+        assert all(img.shape == (3, 16, 16) and img.max() <= 1 for _, img, _ in storage._vis_data)
+    assert model.debug_visuals == {}  # written once
