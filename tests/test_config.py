@@ -33,3 +33,22 @@ def test_unknown_key_keeps_detectron2s_error(tmp_path):
     cfg = add_duda_config(get_cfg())
     with pytest.raises(KeyError, match="Non-existent config key: MODEL.MIT.VARIANTT"):
         cfg.merge_from_file(str(bad))
+
+
+@pytest.mark.parametrize("path", [
+    "configs/duda_gta2cs.yaml", "configs/duda_syn2cs.yaml", "configs/duda_cs2acdc.yaml",
+    "configs/duda_cs2darkzurich.yaml", "configs/baselines/self_training_gta2cs.yaml",
+    "configs/students/mit_b2.yaml", "configs/students/deeplabv2_r101.yaml",
+    "configs/students/mobilenetv3.yaml"])
+def test_paper_scale_configs_build_their_networks(path):
+    import torch
+    from detectron2.modeling import build_model
+
+    cfg = config(path, "MODEL.DEVICE", "meta", "MODEL.BACKBONE.WEIGHTS", "",
+                 "MODEL.DUDA.LARGE_NETWORK_OPTS", [])
+    with torch.device("meta"):  # shapes only: no memory, no initialisation cost
+        model = build_model(cfg)
+    if cfg.MODEL.META_ARCHITECTURE == "DUDA":
+        large = sum(p.numel() for p in model.large_student.parameters()) / 1e6
+        assert large == pytest.approx(85.2, abs=0.5)  # MiT-B5 + DAFormer head
+        assert model.teacher is not model.large_student

@@ -74,6 +74,7 @@ class UDASegmentor(nn.Module):
         self.num_classes = num_classes
         self.ignore_value = ignore_value
         self.inference_settings = inference
+        self.pixel_statistics = (list(pixel_mean), list(pixel_std))  # plain floats
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
 

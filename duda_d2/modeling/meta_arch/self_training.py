@@ -140,10 +140,9 @@ class SelfTrainingUDA(UDASegmentor):
         self.settings = settings
         self.teacher = frozen_copy(student)
         self.imnet_backbone = frozen_copy(student.backbone) if settings.fd_lambda > 0 else None
-        self.augment = StrongAugmentation(self.pixel_mean.view(-1).tolist(),
-                                          self.pixel_std.view(-1).tolist(),
-                                          settings.color_jitter, settings.color_jitter_p,
-                                          settings.blur_sigma, settings.blur_p)
+        self.augment = StrongAugmentation(*self.pixel_statistics, settings.color_jitter,
+                                          settings.color_jitter_p, settings.blur_sigma,
+                                          settings.blur_p)
         self.debug_visuals: Dict[str, torch.Tensor] = {}
 
     @classmethod
