@@ -9,10 +9,9 @@ from __future__ import annotations
 import os
 from typing import Dict, List
 
-from detectron2.data import DatasetCatalog, MetadataCatalog
-
 from .cityscapes_classes import cityscapes_sem_seg_metadata
 from .paths import DatasetNotFoundError, dataset_root, require_folder
+from .real_datasets import replace_dataset
 
 __all__ = ["SYNTHETIC_SPLITS", "load_synthetic_split", "register_synthetic"]
 
@@ -47,13 +46,8 @@ def load_synthetic_split(root: str, domain: str, split: str) -> List[Dict]:
 def register_synthetic(root: str = None) -> None:
     """Register the three synthetic splits under ``root`` (default: the dataset root)."""
     for name, (domain, split) in SYNTHETIC_SPLITS.items():
-        if name in DatasetCatalog.list():
-            DatasetCatalog.remove(name)
-            MetadataCatalog.remove(name)
-
         def load(domain=domain, split=split):
             return load_synthetic_split(root or dataset_root(), domain, split)
 
-        DatasetCatalog.register(name, load)
-        MetadataCatalog.get(name).set(**cityscapes_sem_seg_metadata(
+        replace_dataset(name, load, cityscapes_sem_seg_metadata(
             domain=domain, dataset_dir_name="synthetic_uda", rcs_prepare_script=PREPARE_SCRIPT))
