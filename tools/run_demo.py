@@ -44,9 +44,16 @@ def train(name: str, config_file: str, output_dir: str, opts, fresh: bool) -> fl
         return final_miou(output_dir)
     print(f"[demo] training {name} -> {output_dir} (log: {output_dir}/log.txt)", flush=True)
     start = time.time()
-    subprocess.run([sys.executable, os.path.join(REPO, "tools", "train_net.py"),
-                    "--config-file", config_file, "OUTPUT_DIR", output_dir, *opts],
-                   check=True, stdout=subprocess.DEVNULL)
+    os.makedirs(output_dir, exist_ok=True)
+    console = os.path.join(output_dir, "console.log")
+    with open(console, "w") as log:
+        result = subprocess.run([sys.executable, os.path.join(REPO, "tools", "train_net.py"),
+                                 "--config-file", config_file, "OUTPUT_DIR", output_dir, *opts],
+                                stdout=log, stderr=subprocess.STDOUT)
+    if result.returncode != 0:
+        with open(console) as log:
+            sys.stderr.write("".join(log.readlines()[-30:]))
+        raise SystemExit(f"[demo] training {name} failed; full output in {console}")
     print(f"[demo] {name} trained in {time.time() - start:.0f} s")
     return final_miou(output_dir)
 
