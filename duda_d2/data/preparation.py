@@ -57,7 +57,11 @@ def _init_worker() -> None:
 
 def parallel_map(fn: Callable[[T], R], items: Sequence[T], nproc: int, desc: str,
                  progress: bool = True) -> List[R]:
-    """``[fn(x) for x in items]`` over ``nproc`` processes, with a progress bar (unordered)."""
+    """``[fn(x) for x in items]`` over ``nproc`` processes, with a progress bar (unordered).
+
+    Workers are forked: call it from a process that has not run torch operations yet (as the
+    prepare scripts do); forking after torch started its thread pools can hang the workers.
+    """
     nproc = max(1, min(nproc, len(items)))
     bar = (lambda it: tqdm(it, total=len(items), desc=desc, unit="file")) if progress \
         else (lambda it: it)
