@@ -17,7 +17,6 @@ written atomically.
 """
 from __future__ import annotations
 
-import argparse
 import io
 import os
 import sys
@@ -39,7 +38,7 @@ from duda_d2.data.datasets.register_cityscapes import (  # noqa: E402
     CityscapesImage, list_cityscapes_split)
 from duda_d2.data.preparation import (  # noqa: E402
     RcsStatsError, class_pixel_counts, id_to_train_id_lut, load_rcs_stats, parallel_map,
-    save_rcs_stats, write_atomic, write_png)
+    prepare_arguments, save_rcs_stats, write_atomic, write_png)
 
 SPLITS = ("train", "val")
 NUM_CLASSES = 19
@@ -165,12 +164,7 @@ def prepare_cityscapes(root: Optional[str] = None, nproc: Optional[int] = None,
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--root", default=None,
-                        help="dataset root; default: $DETECTRON2_DATASETS, else ./datasets")
-    parser.add_argument("--nproc", type=int, default=os.cpu_count() or 1,
-                        help="worker processes")
-    args = parser.parse_args(argv)
+    args = prepare_arguments(__doc__.split("\n\n")[0], argv)
     try:
         stats = prepare_cityscapes(args.root, args.nproc)
     except (FileNotFoundError, ValueError) as e:

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 __all__ = ["write_atomic", "write_png", "parallel_map", "id_to_train_id_lut",
            "class_pixel_counts", "RCS_STATS_FILE", "save_rcs_stats", "load_rcs_stats",
-           "RcsStatsError", "iter_files"]
+           "RcsStatsError", "iter_files", "prepare_arguments"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -126,3 +126,16 @@ def iter_files(folder: str, suffix: str) -> Iterable[str]:
             if name.endswith(suffix):
                 found.append(os.path.relpath(os.path.join(dirpath, name), folder))
     return sorted(found)
+
+
+def prepare_arguments(description: str, argv: Optional[Sequence[str]] = None):
+    """The shared command line of the prepare scripts: ``--root`` and ``--nproc``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=description,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--root", default=None,
+                        help="dataset root; default: $DETECTRON2_DATASETS, else ./datasets")
+    parser.add_argument("--nproc", type=int, default=os.cpu_count() or 1,
+                        help="worker processes")
+    return parser.parse_args(argv)

@@ -8,7 +8,6 @@ layout and every label's values and size, and write ``index.json``. Registration
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -17,7 +16,7 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 from PIL import Image
 
 from ..labels import InvalidLabelError, load_label_map
-from ..preparation import iter_files, parallel_map, write_atomic
+from ..preparation import iter_files, parallel_map, prepare_arguments, write_atomic
 from .paths import dataset_root
 from .real_datasets import ACDC, DARK_ZURICH, Download, incomplete_dataset_error, require_dir
 
@@ -158,14 +157,8 @@ def check_and_index(layout: DatasetLayout, root: Optional[str] = None, nproc: in
 
 def prepare_cli(layout: DatasetLayout, argv: Optional[Sequence[str]] = None) -> int:
     """The command line of ``datasets/prepare_{acdc,dark_zurich}.py``: check, index, report."""
-    parser = argparse.ArgumentParser(
-        description=f"Check the {layout.download.name} layout and labels, write "
-                    f"<root>/{layout.download.folder}/{INDEX_FILE}.")
-    parser.add_argument("--root", default=None,
-                        help="dataset root; default: $DETECTRON2_DATASETS, else ./datasets")
-    parser.add_argument("--nproc", type=int, default=os.cpu_count() or 1,
-                        help="worker processes")
-    args = parser.parse_args(argv)
+    args = prepare_arguments(f"Check the {layout.download.name} layout and labels, write "
+                             f"<root>/{layout.download.folder}/{INDEX_FILE}.", argv)
     try:
         index = check_and_index(layout, args.root, args.nproc)
     except (FileNotFoundError, InvalidLabelError) as e:

@@ -12,7 +12,6 @@ scripts load this file without importing torch or Detectron2.
 """
 from __future__ import annotations
 
-import argparse
 import functools
 import os
 import sys
@@ -22,8 +21,8 @@ from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from ..preparation import (class_pixel_counts, iter_files, parallel_map, save_rcs_stats,
-                           write_png)
+from ..preparation import (class_pixel_counts, iter_files, parallel_map, prepare_arguments,
+                           save_rcs_stats, write_png)
 from .paths import DatasetNotFoundError, dataset_root
 
 __all__ = ["TRAIN_ID_SUFFIX", "SourceLayout", "GTA5_LAYOUT", "SYNTHIA_LAYOUT", "LabelFormatError",
@@ -201,12 +200,7 @@ def prepare_cli(layout: SourceLayout, to_train_ids: Callable[[str], np.ndarray],
 
     A missing, half-extracted or malformed dataset prints the error and returns 2.
     """
-    p = argparse.ArgumentParser(description=description,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--root", default=None,
-                   help="dataset root; default: $DETECTRON2_DATASETS, else ./datasets")
-    p.add_argument("--nproc", type=int, default=os.cpu_count() or 1, help="worker processes")
-    args = p.parse_args(argv)
+    args = prepare_arguments(description, argv)
     try:
         summary = convert_source_labels(layout, to_train_ids, args.root, args.nproc)
     except (DatasetNotFoundError, LabelFormatError) as e:
