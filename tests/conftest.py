@@ -6,26 +6,16 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 # torch.jit.script deprecation warnings from Detectron2's import-time scripting are noise here.
 warnings.filterwarnings("ignore", category=FutureWarning, module="torch.jit")
 
-import importlib.util
-
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _load_prepare_synthetic():
-    spec = importlib.util.spec_from_file_location(
-        "prepare_synthetic", os.path.join(REPO, "datasets", "prepare_synthetic.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from helpers import load_dataset_script  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def synthetic_root(tmp_path_factory):
     """A tiny synthetic benchmark (real generator, few images) as $DETECTRON2_DATASETS."""
     root = str(tmp_path_factory.mktemp("datasets"))
-    _load_prepare_synthetic().prepare_synthetic(
+    load_dataset_script("prepare_synthetic").prepare_synthetic(
         root, num_source=8, num_target=8, num_val=4, nproc=1)
     old = os.environ.get("DETECTRON2_DATASETS")
     os.environ["DETECTRON2_DATASETS"] = root

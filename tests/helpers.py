@@ -1,7 +1,9 @@
 """Small builders shared by the tests (configs, tiny models)."""
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 
 from duda_d2 import load_config
 
@@ -11,3 +13,15 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def config(path: str = "configs/baselines/source_only_synthetic.yaml", *opts):
     """A config built like tools/train_net.py builds it, from a repository-relative path."""
     return load_config(os.path.join(REPO, path), opts)
+
+
+def load_dataset_script(name: str):
+    """Import ``datasets/<name>.py`` (not a package) as module ``name``, registered in
+    ``sys.modules`` so that worker processes can unpickle its functions."""
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(
+            name, os.path.join(REPO, "datasets", f"{name}.py"))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]

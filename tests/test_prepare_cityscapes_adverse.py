@@ -4,7 +4,6 @@ Each test builds a tiny fake tree (32x64 images) with the real datasets' folder 
 formats: Cityscapes ``*_gtFine_labelIds.png`` for one city and only ``*_gtFine_polygons.json``
 for another, ACDC / Dark Zurich ``*_gt_labelTrainIds.png``.
 """
-import importlib.util
 import json
 import os
 import subprocess
@@ -29,19 +28,11 @@ LABEL_ID_TO_TRAIN_ID = {0: 255, 1: 255, 4: 255, 6: 255, 7: 0, 8: 1, 11: 2, 21: 8
                         24: 11, 26: 13, 30: 255, 33: 18}
 
 
-def _load_script(name):
-    if name not in sys.modules:  # registered so that worker processes could unpickle its jobs
-        spec = importlib.util.spec_from_file_location(
-            name, os.path.join(REPO, "datasets", f"{name}.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+from helpers import load_dataset_script  # noqa: E402
 
-
-prep_cs = _load_script("prepare_cityscapes")
-prep_acdc = _load_script("prepare_acdc")
-prep_dz = _load_script("prepare_dark_zurich")
+prep_cs = load_dataset_script("prepare_cityscapes")
+prep_acdc = load_dataset_script("prepare_acdc")
+prep_dz = load_dataset_script("prepare_dark_zurich")
 
 
 def _write(path, array):

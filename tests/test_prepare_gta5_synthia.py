@@ -1,6 +1,5 @@
 """datasets/prepare_gta5.py, datasets/prepare_synthia.py and the gta5_train / synthia_train
 registration, on tiny fake trees that follow the real downloads' layouts and file formats."""
-import importlib.util
 import json
 import os
 import subprocess
@@ -23,19 +22,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 H, W, N = 40, 60, 3
 
 
-def _load_script(name):
-    """Import datasets/<name>.py as module ``name`` (registered, so its functions pickle)."""
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            name, os.path.join(REPO, "datasets", f"{name}.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+from helpers import load_dataset_script  # noqa: E402
 
-
-gta5 = _load_script("prepare_gta5")
-synthia = _load_script("prepare_synthia")
+gta5 = load_dataset_script("prepare_gta5")
+synthia = load_dataset_script("prepare_synthia")
 
 # Expected mappings, written independently of the scripts' tables.
 CS_LABEL_TO_TRAIN = {l.id: (l.trainId if 0 <= l.trainId < 255 else 255)

@@ -1,5 +1,4 @@
 """Tests of the synthetic "game -> real" scene generator and of datasets/prepare_synthetic.py."""
-import importlib.util
 import json
 import os
 import sys
@@ -12,19 +11,9 @@ from PIL import Image
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-def _load_prepare_script():
-    """Import datasets/prepare_synthetic.py (not a package) under a stable module name."""
-    name = "prepare_synthetic"
-    if name not in sys.modules:  # registered so that worker processes can unpickle its jobs
-        spec = importlib.util.spec_from_file_location(
-            name, REPO_ROOT / "datasets" / "prepare_synthetic.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+from helpers import load_dataset_script  # noqa: E402
 
-
-prepare = _load_prepare_script()
+prepare = load_dataset_script("prepare_synthetic")
 from duda_d2.data.synthetic import render  # noqa: E402
 render_scene, render_layout = render.render_scene, render.render_layout
 ALLOWED = set(render.SYNTHETIC_CLASSES) | {255}
@@ -108,7 +97,6 @@ def test_prepare_writes_expected_tree(tmp_path):
     # Worker processes are exercised through the command line (a fresh process): forking this
     # test process, whose torch thread pools earlier tests started, can deadlock the children.
     import subprocess
-    import sys
 
     cmd = [sys.executable, str(REPO_ROOT / "datasets" / "prepare_synthetic.py"), "--root",
            str(tmp_path), "--nproc", "2"] + [f"--{k.replace('_', '-')}={v}" for k, v in TINY.items()]

@@ -121,19 +121,18 @@ def run_seed(cfg) -> int:
     return cfg.SEED if cfg.SEED >= 0 else comm.shared_random_seed()
 
 
-def _records(names: Sequence[str], what: str) -> List[dict]:
+def _records_by_dataset(names: Sequence[str], what: str) -> List[Tuple[str, List[dict]]]:
+    """(name, records) of each named dataset, read once."""
     if not names:
         raise ValueError(f"{what} is empty: name the registered dataset(s) to train on")
-    records = []
-    for name in names:
-        records.extend(DatasetCatalog.get(name))
-    return records
+    return [(name, DatasetCatalog.get(name)) for name in names]
 
 
-def _rcs_pixels(cfg, names: Sequence[str], records: List[dict]) -> Optional[List[Dict[int, int]]]:
+def _rcs_pixels(cfg, records_by_dataset: List[Tuple[str, List[dict]]]
+                ) -> Optional[List[Dict[int, int]]]:
     """Per-record {class: pixels} from the datasets' RCS statistics (None: fall back)."""
     pixels = []
-    for name in names:
+    for name, records in records_by_dataset:
         meta = MetadataCatalog.get(name)
         folder = os.path.join(dataset_root(), getattr(meta, "dataset_dir_name", name))
         try:
@@ -143,7 +142,7 @@ def _rcs_pixels(cfg, names: Sequence[str], records: List[dict]) -> Optional[List
                 raise
             logger.warning(f"no RCS statistics for {name}: sampling source images uniformly")
             return None
-        for record in DatasetCatalog.get(name):
+        for record in records:
             key = os.path.relpath(record["sem_seg_file_name"], folder)
             if key not in stats:
                 raise RcsStatsError(f"'{key}' of {name} is missing from the RCS statistics in "
@@ -152,22 +151,23 @@ def _rcs_pixels(cfg, names: Sequence[str], records: List[dict]) -> Optional[List
     return pixels
 
 
-def _sampler(cfg, names: Sequence[str], records: List[dict], seed: int,
+def _sampler(cfg, records_by_dataset: List[Tuple[str, List[dict]]], size: int, seed: int,
              rare_class: bool) -> PositionalSampler:
     if rare_class and cfg.DATALOADER.RCS.ENABLED:
-        pixels = _rcs_pixels(cfg, names, records)
+        pixels = _rcs_pixels(cfg, records_by_dataset)
         if pixels is not None:
             rcs = cfg.DATALOADER.RCS
             return RareClassSampler(pixels, rcs.TEMPERATURE, rcs.MIN_PIXELS, seed)
-    return UniformSampler(len(records), seed)
+    return UniformSampler(size, seed)
 
 
 def _domain_loader(cfg, names: Sequence[str], what: str, batch_size: int, size, labelled: bool,
                    stream: int) -> SeededTrainLoader:
     seed = run_seed(cfg)
-    records = _records(names, what)
+    by_dataset = _records_by_dataset(names, what)
+    records = [record for _, recs in by_dataset for record in recs]
     mapper = SemSegDatasetMapper(cfg, is_train=True, size=size, with_labels=labelled)
-    sampler = _sampler(cfg, names, records, seed, rare_class=labelled)
+    sampler = _sampler(cfg, by_dataset, len(records), seed, rare_class=labelled)
     return SeededTrainLoader(records, mapper, sampler, seed, batch_size,
                              cfg.DATALOADER.NUM_WORKERS, stream)
 
