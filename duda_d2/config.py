@@ -190,6 +190,13 @@ def add_duda_config(cfg: CN) -> CN:
     cfg.SOLVER.HEAD_LR_MULTIPLIER = 10.0
     # Exponent of the poly decay used by LR_SCHEDULER_NAME "WarmupPolyLR" (DAFormer: 1.0).
     cfg.SOLVER.POLY_POWER = 1.0
+    # Back-propagate each network's losses right after its forward pass (frees each graph
+    # before the next forward: peak memory is one graph, not all of them). False = one
+    # backward of the summed losses, as Detectron2's SimpleTrainer.
+    cfg.SOLVER.BACKWARD_PER_STAGE = True
+    # Autocast precision when SOLVER.AMP.ENABLED: "float16" (with a gradient scaler) or
+    # "bfloat16" (no scaler needed).
+    cfg.SOLVER.AMP.PRECISION = "float16"
     return cfg
 
 

@@ -99,7 +99,7 @@ def _two_process_worker(out):
     trainer = UDATrainer(cfg)
     trainer.resume_or_load(resume=False)
     trainer.train()
-    model = trainer.model.module
+    model = trainer.model
     teacher = torch.cat([p.flatten() for p in model.teacher.parameters()])
     student = torch.cat([p.flatten() for p in model.network.parameters()])
     gathered = comm.all_gather((teacher, student))

@@ -1,16 +1,15 @@
 """``UDATrainer``: Detectron2's ``DefaultTrainer`` with this plugin's data, solver, evaluator,
-atomic checkpoints, and a DDP wrapper that also works for CPU (gloo) training."""
+atomic checkpoints, and a training step (``UDATrainStep``) that back-propagates each network's
+losses as soon as they are complete and averages gradients itself across processes (CUDA or
+CPU/gloo)."""
 from __future__ import annotations
 
 import logging
 import os
 import weakref
 
-import torch
-from torch.nn.parallel import DistributedDataParallel
-
 from detectron2.data import MetadataCatalog
-from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer
+from detectron2.engine import DefaultTrainer
 from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
@@ -21,19 +20,9 @@ from ..evaluation import UDASemSegEvaluator
 from . import solver
 from .checkpoint import AtomicCheckpointer
 from .hooks import DebugPanelHook, SeedEachIterationHook
+from .train_step import UDATrainStep, amp_dtype, broadcast_state
 
-__all__ = ["UDATrainer", "wrap_ddp"]
-
-
-def wrap_ddp(model: torch.nn.Module, find_unused_parameters: bool = False) -> torch.nn.Module:
-    """DDP-wrap ``model`` when several processes train; ``device_ids`` only for a CUDA model
-    (Detectron2's ``create_ddp_model`` always passes it, which DDP rejects on the CPU)."""
-    if comm.get_world_size() == 1:
-        return model
-    on_cuda = next(model.parameters()).is_cuda
-    device_ids = [comm.get_local_rank()] if on_cuda else None
-    return DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=False,
-                                   find_unused_parameters=find_unused_parameters)
+__all__ = ["UDATrainer"]
 
 
 class UDATrainer(DefaultTrainer):
@@ -46,10 +35,10 @@ class UDATrainer(DefaultTrainer):
         model = self.build_model(cfg)
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
-        # A frozen large pair receives no gradients: DDP must be told parameters may go unused.
-        model = wrap_ddp(model, cfg.MODEL.DUDA.FREEZE_LARGE_AFTER_PRE_ADAPTATION)
-        trainer_cls = AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer
-        self._trainer = trainer_cls(model, data_loader, optimizer)
+        broadcast_state(model)  # what DDP would do; UDATrainStep averages the gradients
+        amp = amp_dtype(cfg.SOLVER.AMP.PRECISION) if cfg.SOLVER.AMP.ENABLED else None
+        self._trainer = UDATrainStep(model, data_loader, optimizer, amp=amp,
+                                     backward_per_stage=cfg.SOLVER.BACKWARD_PER_STAGE)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         self.checkpointer = AtomicCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
         self.start_iter = 0

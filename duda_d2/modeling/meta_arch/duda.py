@@ -12,7 +12,7 @@ forward pass. ``self.network`` is the small student: evaluation and export use i
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Sequence, Tuple
+from typing import List, Sequence
 
 import torch
 from torch import nn
@@ -27,6 +27,7 @@ from ...uda.pseudo_label import PseudoLabels, ensemble_logits, pseudo_labels
 from ...uda.schedule import SCHEDULES, distill_beta
 from ..network import (SegmentationNetwork, build_segmentation_network, load_network_weights,
                        sub_network_config)
+from .loss_stages import LossStages
 from .self_training import (MixedTarget, SelfTrainingSettings, SelfTrainingUDA, frozen_copy,
                             teacher_mode)
 
@@ -171,25 +172,25 @@ class DUDA(SelfTrainingUDA):
                                s.ignore_top, s.ignore_bottom)
         return teacher_logits, extra, pl
 
-    def large_pair_losses(self, xs, ys, xt, pl: PseudoLabels, frozen: bool
-                          ) -> Tuple[Dict[str, torch.Tensor], MixedTarget]:
-        """Self-training losses of the large student (renamed ``*_large``), or, when the large
-        pair is frozen, only the mixed batch and its no-grad large-student logits."""
+    def large_pair_losses(self, xs, ys, xt, pl: PseudoLabels, frozen: bool,
+                          stages: LossStages) -> MixedTarget:
+        """The large student's self-training stages (CE losses named ``*_large``); when the
+        large pair is frozen, only the mixed batch and its no-grad large-student logits."""
         if frozen:
             mixed = self.mixed_batch(xs, ys, xt, pl)
             with torch.no_grad():
                 mixed.logits = self.large_student(mixed.images)
-            return {}, mixed
-        losses, mixed = self.student_losses(self.large_student, xs, ys, xt, pl)
-        renamed = {"loss_src": "loss_src_large", "loss_tgt": "loss_tgt_large"}
-        return {renamed.get(k, k): v for k, v in losses.items()}, mixed
+            return mixed
+        return self.student_losses(self.large_student, xs, ys, xt, pl, stages, suffix="_large")
 
     def small_student_losses(self, xs, ys, xt, pl: PseudoLabels, mixed: MixedTarget,
                              teacher_logits: torch.Tensor, extra_logits: List[torch.Tensor],
-                             beta: float) -> Dict[str, torch.Tensor]:
+                             beta: float, stages: LossStages) -> None:
+        """Source CE (one stage), then mixed-target CE weighted ``1 - β`` and KD weighted ``β``
+        (a second stage: they share the small student's mixed-batch pass)."""
         d, small = self.distillation, self.network
-        losses = {"loss_src_small": weighted_cross_entropy(small(xs), ys,
-                                                           ignore_index=self.ignore_value)}
+        stages.add({"loss_src_small": weighted_cross_entropy(small(xs), ys,
+                                                             ignore_index=self.ignore_value)})
         mix_logits = small(mixed.images)
         clean_target_kd = beta > 0 and (d.ema_teacher_weight > 0 or any(
             w > 0 for w in d.extra_teacher_weights))
@@ -207,7 +208,7 @@ class DUDA(SelfTrainingUDA):
             self.inconsistency.update(prediction, pl.labels, self.ignore_value)
         c = self.inconsistency.weights()
         c_mix = label_weights(c, mixed.labels, self.ignore_value)
-        losses["loss_tgt_small"] = (1 - beta) * weighted_cross_entropy(
+        loss_tgt = (1 - beta) * weighted_cross_entropy(
             mix_logits, mixed.labels, mixed.weight * c_mix, self.ignore_value)
         kd = mix_logits.sum() * 0.0
         if beta > 0:
@@ -221,24 +222,23 @@ class DUDA(SelfTrainingUDA):
                 for logits, weight in zip(teachers, weights):
                     if weight > 0:
                         kd = kd + weight * weighted_kd(logits, target_logits, c_target, tau)
-        losses["loss_kd"] = beta * kd
+        stages.add({"loss_tgt_small": loss_tgt, "loss_kd": beta * kd})
         get_event_storage().put_scalar("inconsistency_max", c.max().item())
-        return losses
 
-    def training_losses(self, source: List[dict], target: List[dict],
-                        iteration: int) -> Dict[str, torch.Tensor]:
+    def training_losses(self, source: List[dict], target: List[dict], iteration: int,
+                        stages: LossStages) -> None:
+        """Large pair first (its graphs freed stage by stage), then the small student."""
         d = self.distillation
         frozen = d.large_pair_frozen(iteration)
         alpha = None if frozen else self.update_teacher(self.large_student, iteration)
         xs, ys, xt = self.prepare_batches(source, target)
         teacher_logits, extra_logits, pl = self.target_pseudo_labels(xt)
-        losses, mixed = self.large_pair_losses(xs, ys, xt, pl, frozen)
+        mixed = self.large_pair_losses(xs, ys, xt, pl, frozen, stages)
         beta = d.beta(iteration)
-        losses.update(self.small_student_losses(xs, ys, xt, pl, mixed, teacher_logits,
-                                                extra_logits, beta))
+        self.small_student_losses(xs, ys, xt, pl, mixed, teacher_logits, extra_logits, beta,
+                                  stages)
         storage = get_event_storage()
         storage.put_scalars(pseudo_quality=pl.quality, distill_beta=beta)
         if alpha is not None:
             storage.put_scalar("ema_alpha", alpha)
         self.keep_debug_visuals(iteration, source, target, pl, mixed)
-        return losses

@@ -7,7 +7,7 @@ and inference modes the UDA meta-architectures share.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 from torch import nn
@@ -20,6 +20,7 @@ from detectron2.structures import ImageList
 from ...uda.losses import weighted_cross_entropy
 from ..inference import slide_inference, whole_inference
 from ..network import SegmentationNetwork, build_segmentation_network
+from .loss_stages import Backward, LossStages
 
 __all__ = ["UDASegmentor", "InferenceSettings", "batch_images", "batch_targets"]
 
@@ -93,14 +94,18 @@ class UDASegmentor(nn.Module):
     def device(self) -> torch.device:
         return self.pixel_mean.device
 
-    def forward(self, batched_inputs: List[dict]):
+    def forward(self, batched_inputs: List[dict], backward: Optional[Backward] = None):
+        """Training: the loss dict; with ``backward`` (see ``LossStages``) the losses are
+        already back-propagated and returned detached. Inference: per-image logits."""
         images = batch_images(batched_inputs, "image", self.pixel_mean, self.pixel_std,
                               self.network.size_divisibility)
         if self.training:
             targets = batch_targets(batched_inputs, images, self.ignore_value)
             logits = self.network(images.tensor)
-            return {"loss_sem_seg": weighted_cross_entropy(logits, targets,
-                                                           ignore_index=self.ignore_value)}
+            stages = LossStages(backward)
+            stages.add({"loss_sem_seg": weighted_cross_entropy(logits, targets,
+                                                               ignore_index=self.ignore_value)})
+            return stages.losses
         return self.predict(batched_inputs, images, self.network)
 
     def predict(self, batched_inputs: List[dict], images: ImageList,

@@ -28,6 +28,7 @@ from ...uda.masking import block_mask
 from ...uda.mix import class_mix_masks, mix
 from ...uda.pseudo_label import PseudoLabels, pseudo_labels
 from ..network import SegmentationNetwork
+from .loss_stages import Backward, LossStages
 from .segmentor import UDASegmentor, batch_images, batch_targets
 
 __all__ = ["SelfTrainingUDA", "SelfTrainingSettings", "MixedTarget", "frozen_copy",
@@ -109,7 +110,10 @@ def teacher_mode(network: nn.Module, bn: str = "batch"):
             m.train()
             m.momentum = 0.0  # running = (1 - 0) * running + 0 * batch: unchanged
     try:
-        with torch.no_grad():
+        # inference_mode, not no_grad: no autograd bookkeeping at all (no version counters).
+        # Its outputs may be read by losses but never saved for backward, which teacher
+        # signals never are (they are targets).
+        with torch.inference_mode():
             yield network
     finally:
         for m, momentum in zip(batch_norms, momenta):
@@ -158,13 +162,17 @@ class SelfTrainingUDA(UDASegmentor):
             raise ValueError(f"MODEL.UDA.INFERENCE_NETWORK={choice!r}; use 'student' or 'teacher'")
         return self.network if choice == "student" else self.teacher
 
-    def forward(self, batched_inputs):
+    def forward(self, batched_inputs, backward: Optional[Backward] = None):
+        """Training input ``(source, target)``: the loss dict, already back-propagated stage
+        by stage when ``backward`` is given (see ``LossStages``)."""
         if not self.training:
             images = batch_images(batched_inputs, "image", self.pixel_mean, self.pixel_std,
                                   self.network.size_divisibility)
             return self.predict(batched_inputs, images, self.inference_network())
         source, target = batched_inputs
-        return self.training_losses(source, target, get_event_storage().iter)
+        stages = LossStages(backward)
+        self.training_losses(source, target, get_event_storage().iter, stages)
+        return stages.losses
 
     # ------------------------------------------------------------------ training
     def prepare_batches(self, source: List[dict], target: List[dict]):
@@ -214,28 +222,32 @@ class SelfTrainingUDA(UDASegmentor):
         return s.mic_lambda * weighted_cross_entropy(network(masked), pl.labels, pl.weight,
                                                      self.ignore_value)
 
-    def student_losses(self, student: SegmentationNetwork, xs, ys, xt, pl: PseudoLabels
-                       ) -> Tuple[Dict[str, torch.Tensor], "MixedTarget"]:
-        """The self-training losses of ``student`` (source CE, FD, mixed-target CE, MIC) and the
-        mixed batch with the student's logits on it."""
-        losses = self.source_losses(student, xs, ys, self.imnet_backbone)
+    def student_losses(self, student: SegmentationNetwork, xs, ys, xt, pl: PseudoLabels,
+                       stages: LossStages, suffix: str = "") -> "MixedTarget":
+        """The self-training losses of ``student`` -- source CE (+ FD), mixed-target CE, MIC --
+        each a stage of ``stages`` (CE names get ``suffix``); returns the mixed batch with
+        the student's (detached) logits on it."""
+        names = {"loss_src": "loss_src" + suffix, "loss_tgt": "loss_tgt" + suffix}
+        source = self.source_losses(student, xs, ys, self.imnet_backbone)
+        stages.add({names.get(k, k): v for k, v in source.items()})
         mixed = self.mixed_batch(xs, ys, xt, pl)
-        mixed.logits = student(mixed.images)
-        losses["loss_tgt"] = weighted_cross_entropy(mixed.logits, mixed.labels, mixed.weight,
-                                                    self.ignore_value)
+        logits = student(mixed.images)
+        stages.add({names["loss_tgt"]: weighted_cross_entropy(logits, mixed.labels, mixed.weight,
+                                                              self.ignore_value)})
+        mixed.logits = logits.detach()
         if self.settings.mic_lambda > 0:
-            losses["loss_mic"] = self.masked_target_loss(student, xt, pl)
-        return losses, mixed
+            stages.add({"loss_mic": self.masked_target_loss(student, xt, pl)})
+        return mixed
 
-    def training_losses(self, source: List[dict], target: List[dict],
-                        iteration: int) -> Dict[str, torch.Tensor]:
+    def training_losses(self, source: List[dict], target: List[dict], iteration: int,
+                        stages: LossStages) -> None:
+        """One iteration's losses, added to ``stages``."""
         alpha = self.update_teacher(self.network, iteration)
         xs, ys, xt = self.prepare_batches(source, target)
         _, pl = self.teacher_pseudo_labels(xt)
-        losses, mixed = self.student_losses(self.network, xs, ys, xt, pl)
+        mixed = self.student_losses(self.network, xs, ys, xt, pl, stages)
         get_event_storage().put_scalars(pseudo_quality=pl.quality, ema_alpha=alpha)
         self.keep_debug_visuals(iteration, source, target, pl, mixed)
-        return losses
 
     def keep_debug_visuals(self, iteration: int, source, target, pl: PseudoLabels,
                            mixed: "MixedTarget") -> None:
@@ -247,5 +259,5 @@ class SelfTrainingUDA(UDASegmentor):
             "source": source[0]["image"], "target": target[0]["image"],
             "source_label": source[0]["sem_seg"], "pseudo_label": pl.labels[0].cpu(),
             "mix_mask": mixed.masks[0, 0].cpu(),
-            "mix_prediction": mixed.logits[0].detach().argmax(0).cpu(),
+            "mix_prediction": mixed.logits[0].argmax(0).cpu(),
         }
