@@ -3,10 +3,13 @@
 
     python tools/benchmark_inference.py --config-file configs/Base-MiT-B0-SegFormer.yaml \
         --config-file configs/Base-MiT-B5-DAFormer.yaml [--height 512 --width 1024] \
-        [--batch 1] [--runs 5] [--warmup 1] [--device cpu|cuda] [KEY VALUE ...]
+        [--mode whole|slide] [--batch 1] [--runs 5] [--warmup 1] [--device cpu|cuda] \
+        [KEY VALUE ...]
 
 Each config is measured in its own fresh process (so the CPU's peak-RSS figure belongs to that
-model alone): the evaluated network runs whole-image inference on a random batch, ``warmup``
+model alone): the evaluated network runs whole-image or sliding-window inference (``MODEL.INFERENCE.*``:
+windows are accumulated one at a time, so ``--mode slide --height 1024 --width 2048`` shows
+the memory of Cityscapes-resolution evaluation) on a random batch, ``warmup``
 untimed then ``runs`` timed passes; the table gives min/median/max seconds per batch, median
 images per second, peak memory, and the throughput ratio of the first config to each.
 """
@@ -25,7 +28,6 @@ from tabulate import tabulate  # noqa: E402
 from detectron2.modeling import build_model  # noqa: E402
 
 from duda_d2 import load_config  # noqa: E402
-from duda_d2.modeling.inference import whole_inference  # noqa: E402
 from duda_d2.modeling.network import named_networks  # noqa: E402
 from duda_d2.utils.benchmark import peak_memory_mib, reset_peak_memory, time_runs  # noqa: E402
 
@@ -43,7 +45,7 @@ def measure(config_file: str, opts, height: int, width: int, batch: int, runs: i
 
     @torch.inference_mode()
     def step():
-        return whole_inference(network, images)
+        return model.inference_settings(network, images, model.num_classes)
 
     timing = time_runs(step, runs, warmup, dev)
     return {"config": os.path.basename(config_file), "network": name,
@@ -62,13 +64,16 @@ def main(argv=None) -> int:
     parser.add_argument("--config-file", required=True, action="append")
     parser.add_argument("--height", type=int, default=512)
     parser.add_argument("--width", type=int, default=1024)
+    parser.add_argument("--mode", choices=["whole", "slide"], default="whole",
+                        help="MODEL.INFERENCE.MODE (slide: MODEL.INFERENCE.CROP_SIZE/STRIDE)")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     args = parser.parse_args(argv)
-    results = [_measure_in_fresh_process(c, args.opts, args.height, args.width, args.batch,
+    opts = list(args.opts) + ["MODEL.INFERENCE.MODE", args.mode]
+    results = [_measure_in_fresh_process(c, opts, args.height, args.width, args.batch,
                                          args.runs, args.warmup, args.device)
                for c in args.config_file]
     base = results[0]["images_per_s"]
@@ -76,7 +81,7 @@ def main(argv=None) -> int:
              f"{base / r['images_per_s']:.2f}x" if r is not results[0] else "1.00x"]
             for r in results]
     memory = "CUDA max allocated" if args.device.startswith("cuda") else "peak RSS"
-    print(f"whole-image inference, {args.height}x{args.width} (H x W), batch {args.batch}, "
+    print(f"{args.mode} inference, {args.height}x{args.width} (H x W), batch {args.batch}, "
           f"{args.runs} runs after {args.warmup} warm-up, device {args.device}, "
           f"torch threads {torch.get_num_threads()}")
     print(tabulate(rows, headers=["config", "s/batch min/med/max", "images/s",

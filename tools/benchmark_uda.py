@@ -8,12 +8,15 @@
 
 Each (config, seed) is one ``tools/train_net.py`` run in ``OUTPUT_DIR/<config>/seed<s>``; a run
 whose ``metrics.json`` already holds the final mIoU is not trained again, so an interrupted
-benchmark resumes. Prints mIoU mean ± std (and per seed), seconds per iteration, per-class
-IoU, and saves a bar plot next to the results.
+benchmark resumes. For a DUDA config the final checkpoint is also evaluated with its large
+EMA teacher (``MODEL.DUDA.INFERENCE_NETWORK teacher``, an extra row), the network the small
+student is compared with. Prints mIoU mean ± std (and per seed), seconds per iteration,
+per-class IoU, and saves a bar plot next to the results.
 """
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import os
 import statistics
@@ -59,6 +62,31 @@ def run_one(config_file: str, seed: int, output_dir: str, opts: List[str]) -> Di
     return read_run(output_dir)
 
 
+def is_duda_run(output_dir: str) -> bool:
+    import yaml
+
+    with open(os.path.join(output_dir, "config.yaml")) as f:
+        return yaml.safe_load(f)["MODEL"]["META_ARCHITECTURE"] == "DUDA"
+
+
+def evaluate_teacher(config_file: str, run_dir: str, trained: Dict, opts: List[str]) -> Dict:
+    """The large EMA teacher's evaluation of a finished DUDA run (cached like training)."""
+    out = os.path.join(run_dir, "eval_teacher")
+    found = glob.glob(os.path.join(out, "inference", "*", "sem_seg_evaluation.json"))
+    if not found:
+        cmd = [sys.executable, os.path.join(REPO, "tools", "train_net.py"), "--eval-only",
+               "--config-file", config_file, *opts, "OUTPUT_DIR", out,
+               "MODEL.WEIGHTS", os.path.join(run_dir, "model_final.pth"),
+               "MODEL.DUDA.INFERENCE_NETWORK", "teacher"]
+        os.makedirs(out, exist_ok=True)
+        with open(os.path.join(out, "stdout.log"), "w") as log:
+            subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT)
+        found = glob.glob(os.path.join(out, "inference", "*", "sem_seg_evaluation.json"))
+    with open(found[0]) as f:
+        metrics = {f"sem_seg/{k}": v for k, v in json.load(f).items()}
+    return {**metrics, "seconds_per_iter": trained["seconds_per_iter"]}
+
+
 def _mean_std(values: List[float]) -> str:
     std = statistics.stdev(values) if len(values) > 1 else 0.0
     return f"{statistics.mean(values):.1f} ± {std:.1f}"
@@ -71,13 +99,13 @@ def summarise(results: Dict[str, List[Dict]]) -> str:
         rows.append([name, _mean_std(mious), " ".join(f"{m:.1f}" for m in mious),
                      f"{statistics.median(r['seconds_per_iter'] for r in runs):.3f}"])
     table = tabulate(rows, headers=["config", "mIoU mean ± std", "per seed", "s/iter"],
-                     tablefmt="github")
+                     tablefmt="github", disable_numparse=True)
     classes = sorted({k[len("sem_seg/IoU-"):] for runs in results.values() for r in runs
                       for k, v in r.items() if k.startswith("sem_seg/IoU-") and v == v})
     per_class = [[name] + [f"{statistics.mean(r[f'sem_seg/IoU-{c}'] for r in runs):.1f}"
                            for c in classes] for name, runs in results.items()]
     return table + "\n\nper-class IoU (mean over seeds)\n" + tabulate(
-        per_class, headers=["config"] + classes, tablefmt="github")
+        per_class, headers=["config"] + classes, tablefmt="github", disable_numparse=True)
 
 
 def plot(results: Dict[str, List[Dict]], path: str) -> None:
@@ -110,9 +138,13 @@ def main(argv=None) -> int:
     results: Dict[str, List[Dict]] = {}
     for config_file in args.config_file:
         name = os.path.splitext(os.path.basename(config_file))[0]
-        results[name] = [run_one(config_file, seed,
-                                 os.path.join(args.output_dir, name, f"seed{seed}"), args.opts)
-                         for seed in args.seeds]
+        run_dirs = [os.path.join(args.output_dir, name, f"seed{seed}") for seed in args.seeds]
+        results[name] = [run_one(config_file, seed, run_dir, args.opts)
+                         for seed, run_dir in zip(args.seeds, run_dirs)]
+        if is_duda_run(run_dirs[0]):
+            results[f"{name} (large EMA teacher)"] = [
+                evaluate_teacher(config_file, run_dir, trained, args.opts)
+                for run_dir, trained in zip(run_dirs, results[name])]
     report = summarise(results)
     print(report)
     os.makedirs(args.output_dir, exist_ok=True)

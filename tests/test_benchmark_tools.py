@@ -1,0 +1,66 @@
+"""tools/benchmark_train.py and tools/benchmark_uda.py on tiny inputs."""
+import json
+import os
+import sys
+
+from helpers import REPO
+
+sys.path.insert(0, os.path.join(REPO, "tools"))
+import benchmark_train  # noqa: E402
+import benchmark_uda  # noqa: E402
+
+ST = os.path.join(REPO, "configs/baselines/self_training_synthetic.yaml")
+DUDA = os.path.join(REPO, "configs/demo/duda_synthetic.yaml")
+TINY = ["MODEL.SEM_SEG_HEAD.EMBED_DIM", "16",
+        "MODEL.DUDA.LARGE_NETWORK_OPTS", "['MODEL.MIT.VARIANT', 'b0']"]
+
+
+def test_benchmark_config_needs_no_weight_files_and_uses_synthetic_data():
+    args = benchmark_train.parse_args(["--config-file", "configs/duda_gta2cs.yaml", "--crop",
+                                       "64", "--opts", "SOLVER.MAX_ITER", "10"])
+    cfg = benchmark_train.benchmark_config(os.path.join(REPO, "configs/duda_gta2cs.yaml"),
+                                           ["MODEL.DUDA.BETA_MAX", "0.5"], args)
+    assert cfg.MODEL.BACKBONE.WEIGHTS == "" and cfg.MODEL.WEIGHTS == ""
+    assert list(cfg.MODEL.DUDA.LARGE_NETWORK_OPTS) == ["MODEL.BACKBONE.WEIGHTS", ""]
+    assert cfg.DATASETS.SOURCE_TRAIN == ("synthetic_uda_source_train",)
+    assert tuple(cfg.INPUT.CROP.SIZE) == (64, 64) and tuple(cfg.INPUT.SOURCE_SIZE) == (64, 86)
+    assert cfg.SOLVER.MAX_ITER == 10 and cfg.MODEL.DUDA.BETA_MAX == 0.5
+    assert cfg.DATALOADER.SOURCE_IMS_PER_BATCH == cfg.DATALOADER.TARGET_IMS_PER_BATCH == 2
+
+
+def test_benchmark_train_times_each_config_in_its_own_process(synthetic_root, tmp_path, capsys):
+    out = str(tmp_path / "bench")
+    assert benchmark_train.main([
+        "--config-file", ST, "--config-file", DUDA, "SOLVER.BACKWARD_PER_STAGE", "False",
+        "--crop", "32", "--rounds", "1", "--steps", "1", "--warmup", "0", "--output-dir", out,
+        "--opts", *TINY]) == 0
+    printed = capsys.readouterr().out
+    rows = [line for line in printed.splitlines() if line.startswith("| configs")
+            or line.startswith(f"| {ST}") or line.startswith(f"| {DUDA}")]
+    assert len(rows) == 2
+    cells = [c.strip() for c in rows[1].strip("|").split("|")]
+    assert cells[0] == f"{DUDA} SOLVER.BACKWARD_PER_STAGE False"
+    assert float(cells[5]) > 0 and float(cells[6]) > 0  # ratios to the first config
+    assert "peak RSS" in printed and os.path.isfile(os.path.join(out, "results.md"))
+    result = json.load(open(os.path.join(out, "round0_config1.json")))
+    assert len(result["times"]) == 1 and result["images_per_step"] == 4
+    assert result["peak_mib"] >= result["after_build_mib"] > 0
+
+
+def _run(miou, seconds=0.5):
+    return {"sem_seg/mIoU": miou, "sem_seg/IoU-road": miou + 1, "seconds_per_iter": seconds}
+
+
+def test_benchmark_uda_reads_the_teacher_evaluation_and_summarises(tmp_path):
+    run_dir = tmp_path / "duda" / "seed0"
+    (run_dir / "eval_teacher" / "inference" / "val").mkdir(parents=True)
+    (run_dir / "config.yaml").write_text("MODEL:\n  META_ARCHITECTURE: DUDA\n")
+    (run_dir / "eval_teacher" / "inference" / "val" / "sem_seg_evaluation.json").write_text(
+        json.dumps({"mIoU": 50.0, "IoU-road": 80.0}))
+    assert benchmark_uda.is_duda_run(str(run_dir))
+    teacher = benchmark_uda.evaluate_teacher(DUDA, str(run_dir), _run(45.0, 0.7), [])
+    assert teacher == {"sem_seg/mIoU": 50.0, "sem_seg/IoU-road": 80.0, "seconds_per_iter": 0.7}
+    report = benchmark_uda.summarise({"self_training": [_run(40.0), _run(42.0)],
+                                      "duda (large EMA teacher)": [teacher, teacher]})
+    assert "| self_training " in report and "41.0 ± 1.4" in report
+    assert "duda (large EMA teacher)" in report and "80.0" in report

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# GPU check of the training cost (one short script for a lent GPU, ~6 minutes on an H100):
+#  1. tools/benchmark_train.py at 512x512 crops, batch 2+2, AMP: self-training with the
+#     MiT-B5/DAFormer pair vs DUDA (same pair + MiT-B0 student), per-stage backward on and off;
+#  2. a short real-size DUDA training (512 crops, AMP) on the synthetic data, evaluated;
+#     prints its seconds per iteration and CUDA max memory.
+# Weight files are not needed (random initialisation); the synthetic data is generated if
+# missing. Usage: tools/gpu_check.sh [PRECISION=bfloat16|float16] [ITERS=100]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PRECISION=${1:-bfloat16}
+ITERS=${2:-100}
+PY=${PYTHON:-.venv/bin/python}
+[ -x "$PY" ] || make venv
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true
+"$PY" -c "import torch; assert torch.cuda.is_available(), 'no CUDA device: this check needs a GPU'; print('torch', torch.__version__, torch.cuda.get_device_name())"
+if [ ! -f "${DETECTRON2_DATASETS:-datasets}/synthetic_uda/meta.json" ]; then
+  "$PY" datasets/prepare_synthetic.py --nproc 8
+fi
+AMP=(SOLVER.AMP.ENABLED True SOLVER.AMP.PRECISION "$PRECISION")
+
+echo "== 1. training step, crop 512, batch 2+2, AMP $PRECISION"
+"$PY" tools/benchmark_train.py --crop 512 --batch 2 --warmup 3 --steps 10 --rounds 2 \
+  --output-dir output/gpu_check/benchmark_train \
+  --config-file configs/baselines/self_training_gta2cs.yaml \
+  --config-file configs/duda_gta2cs.yaml \
+  --config-file configs/duda_gta2cs.yaml SOLVER.BACKWARD_PER_STAGE False \
+  --opts "${AMP[@]}"
+
+echo "== 2. DUDA training, $ITERS iterations at 512 crops on the synthetic data, AMP $PRECISION"
+OUT=output/gpu_check/duda_synthetic_512
+rm -rf "$OUT"
+"$PY" tools/train_net.py --config-file configs/duda_gta2cs.yaml \
+  DATASETS.SOURCE_TRAIN '("synthetic_uda_source_train",)' \
+  DATASETS.TARGET_TRAIN '("synthetic_uda_target_train",)' \
+  DATASETS.TEST '("synthetic_uda_target_val",)' DATALOADER.RCS.ENABLED False \
+  MODEL.BACKBONE.WEIGHTS '' MODEL.DUDA.LARGE_NETWORK_OPTS "['MODEL.BACKBONE.WEIGHTS', '']" \
+  INPUT.CROP.SIZE '(512, 512)' INPUT.SOURCE_SIZE '(512, 683)' INPUT.TARGET_SIZE '(512, 683)' \
+  INPUT.TEST_SIZE '(512, 683)' SOLVER.MAX_ITER "$ITERS" SOLVER.CHECKPOINT_PERIOD "$ITERS" \
+  MODEL.DUDA.PRE_ADAPTATION_ITERS 20 MODEL.DUDA.RAMP_ITERS 20 TEST.EVAL_PERIOD 0 \
+  "${AMP[@]}" OUTPUT_DIR "$OUT" > "$OUT.log" 2>&1 || { tail -40 "$OUT.log"; exit 1; }
+"$PY" - "$OUT" <<'PYEOF'
+import json, os, re, statistics, sys
+out = sys.argv[1]
+rows = [json.loads(line) for line in open(os.path.join(out, "metrics.json"))]
+times = [r["time"] for r in rows if "time" in r]
+final = {k: v for r in rows for k, v in r.items()}
+mem = [int(m) for m in re.findall(r"max_mem: (\d+)M", open(os.path.join(out, "log.txt")).read())]
+print(f"median s/it {statistics.median(times):.3f} (min {min(times):.3f}, max {max(times):.3f})")
+print(f"max CUDA memory {max(mem) if mem else 'n/a'} MiB (Detectron2's max_mem)")
+print("small-student target mIoU after", final.get("iteration"), "iterations:",
+      round(final.get("sem_seg/mIoU", float("nan")), 1))
+PYEOF
