@@ -57,7 +57,8 @@ def test_benchmark_uda_reads_the_teacher_evaluation_and_summarises(tmp_path):
     (run_dir / "config.yaml").write_text("MODEL:\n  META_ARCHITECTURE: DUDA\n")
     (run_dir / "eval_teacher" / "inference" / "val" / "sem_seg_evaluation.json").write_text(
         json.dumps({"mIoU": 50.0, "IoU-road": 80.0}))
-    assert benchmark_uda.is_duda_run(str(run_dir))
+    assert benchmark_uda.teacher_evaluation(str(run_dir)) == (
+        "MODEL.DUDA.INFERENCE_NETWORK", "large EMA teacher")
     teacher = benchmark_uda.evaluate_teacher(DUDA, str(run_dir), _run(45.0, 0.7), [])
     assert teacher == {"sem_seg/mIoU": 50.0, "sem_seg/IoU-road": 80.0, "seconds_per_iter": 0.7}
     report = benchmark_uda.summarise({"self_training": [_run(40.0), _run(42.0)],

@@ -8,9 +8,10 @@
 
 Each (config, seed) is one ``tools/train_net.py`` run in ``OUTPUT_DIR/<config>/seed<s>``; a run
 whose ``metrics.json`` already holds the final mIoU is not trained again, so an interrupted
-benchmark resumes. For a DUDA config the final checkpoint is also evaluated with its large
-EMA teacher (``MODEL.DUDA.INFERENCE_NETWORK teacher``, an extra row), the network the small
-student is compared with. Prints mIoU mean ± std (and per seed), seconds per iteration,
+benchmark resumes. For a DUDA or self-training config the final checkpoint is also evaluated
+with its EMA teacher (``MODEL.DUDA.INFERENCE_NETWORK`` / ``MODEL.UDA.INFERENCE_NETWORK
+teacher``, an extra row): DUDA's small student is meant to come close to its large teacher,
+and above the small pair's own teacher. Prints mIoU mean ± std (and per seed), seconds per iteration,
 per-class IoU, and saves a bar plot next to the results.
 """
 from __future__ import annotations
@@ -62,22 +63,30 @@ def run_one(config_file: str, seed: int, output_dir: str, opts: List[str]) -> Di
     return read_run(output_dir)
 
 
-def is_duda_run(output_dir: str) -> bool:
+# Meta-architecture -> (config key that picks the evaluated network, row label).
+TEACHER_EVALUATION = {"DUDA": ("MODEL.DUDA.INFERENCE_NETWORK", "large EMA teacher"),
+                      "SelfTrainingUDA": ("MODEL.UDA.INFERENCE_NETWORK", "EMA teacher")}
+
+
+def teacher_evaluation(output_dir: str):
+    """``(key, label)`` to evaluate a finished run's teacher, or None (no teacher)."""
     import yaml
 
     with open(os.path.join(output_dir, "config.yaml")) as f:
-        return yaml.safe_load(f)["MODEL"]["META_ARCHITECTURE"] == "DUDA"
+        meta_arch = yaml.safe_load(f)["MODEL"]["META_ARCHITECTURE"]
+    return TEACHER_EVALUATION.get(meta_arch)
 
 
-def evaluate_teacher(config_file: str, run_dir: str, trained: Dict, opts: List[str]) -> Dict:
-    """The large EMA teacher's evaluation of a finished DUDA run (cached like training)."""
+def evaluate_teacher(config_file: str, run_dir: str, trained: Dict, opts: List[str],
+                     key: str = "MODEL.DUDA.INFERENCE_NETWORK") -> Dict:
+    """The EMA teacher's evaluation of a finished run (cached like training)."""
     out = os.path.join(run_dir, "eval_teacher")
     found = glob.glob(os.path.join(out, "inference", "*", "sem_seg_evaluation.json"))
     if not found:
         cmd = [sys.executable, os.path.join(REPO, "tools", "train_net.py"), "--eval-only",
                "--config-file", config_file, *opts, "OUTPUT_DIR", out,
                "MODEL.WEIGHTS", os.path.join(run_dir, "model_final.pth"),
-               "MODEL.DUDA.INFERENCE_NETWORK", "teacher"]
+               key, "teacher"]
         os.makedirs(out, exist_ok=True)
         with open(os.path.join(out, "stdout.log"), "w") as log:
             subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT)
@@ -141,9 +150,11 @@ def main(argv=None) -> int:
         run_dirs = [os.path.join(args.output_dir, name, f"seed{seed}") for seed in args.seeds]
         results[name] = [run_one(config_file, seed, run_dir, args.opts)
                          for seed, run_dir in zip(args.seeds, run_dirs)]
-        if is_duda_run(run_dirs[0]):
-            results[f"{name} (large EMA teacher)"] = [
-                evaluate_teacher(config_file, run_dir, trained, args.opts)
+        teacher = teacher_evaluation(run_dirs[0])
+        if teacher is not None:
+            key, label = teacher
+            results[f"{name} ({label})"] = [
+                evaluate_teacher(config_file, run_dir, trained, args.opts, key)
                 for run_dir, trained in zip(run_dirs, results[name])]
     report = summarise(results)
     print(report)
