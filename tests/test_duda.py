@@ -19,7 +19,7 @@ TINY = ["MODEL.SEM_SEG_HEAD.EMBED_DIM", 16, "INPUT.CROP.SIZE", (32, 32),
         "MODEL.DUDA.LARGE_NETWORK_OPTS", ["MODEL.MIT.VARIANT", "b0",
                                           "MODEL.SEM_SEG_HEAD.EMBED_DIM", "32"],
         "MODEL.DUDA.PRE_ADAPTATION_ITERS", 1, "MODEL.DUDA.RAMP_ITERS", 2,
-        "MODEL.UDA.PSEUDO_THRESHOLD", 0.0]
+        "MODEL.UDA.PSEUDO_THRESHOLD", 0.0, "MODEL.DUDA.BETA_MAX", 1.0]
 
 
 def _batch(n, labelled=True):
