@@ -1,4 +1,4 @@
-"""tools/benchmark_train.py and tools/benchmark_uda.py on tiny inputs."""
+"""tools/benchmark_train.py, tools/benchmark_uda.py and run_demo's run reuse, on tiny inputs."""
 import json
 import os
 import sys
@@ -65,3 +65,17 @@ def test_benchmark_uda_reads_the_teacher_evaluation_and_summarises(tmp_path):
                                       "duda (large EMA teacher)": [teacher, teacher]})
     assert "| self_training " in report and "41.0 ± 1.4" in report
     assert "duda (large EMA teacher)" in report and "80.0" in report
+
+
+def test_demo_reuses_a_finished_run_only_while_its_config_is_unchanged(tmp_path):
+    import run_demo
+
+    from duda_d2 import load_config
+
+    out = str(tmp_path / "run")
+    os.makedirs(out)
+    assert not run_demo.trained_with(out, ST, [])  # nothing trained yet
+    with open(os.path.join(out, "config.yaml"), "w") as f:
+        f.write(load_config(ST, ["OUTPUT_DIR", out, "SOLVER.MAX_ITER", "600"]).dump())
+    assert run_demo.trained_with(out, ST, ["SOLVER.MAX_ITER", "600"])
+    assert not run_demo.trained_with(out, ST, ["SOLVER.MAX_ITER", "700"])

@@ -38,10 +38,28 @@ def final_miou(output_dir: str):
     return merged.get("sem_seg/mIoU")
 
 
+def trained_with(output_dir: str, config_file: str, opts) -> bool:
+    """Whether ``output_dir/config.yaml`` (written by train_net) is the config asked for now,
+    so that a finished run is reused only while the config file is unchanged."""
+    import yaml
+
+    from duda_d2 import load_config
+
+    path = os.path.join(output_dir, "config.yaml")
+    if not os.path.isfile(path):
+        return False
+    wanted = load_config(config_file, ["OUTPUT_DIR", output_dir, *opts])
+    with open(path) as f:
+        return yaml.safe_load(f) == yaml.safe_load(wanted.dump())
+
+
 def train(name: str, config_file: str, output_dir: str, opts, fresh: bool) -> float:
-    if not fresh and final_miou(output_dir) is not None:
+    finished = final_miou(output_dir) is not None
+    if not fresh and finished and trained_with(output_dir, config_file, opts):
         print(f"[demo] {name}: reusing the finished run in {output_dir}")
         return final_miou(output_dir)
+    if finished and not fresh:
+        print(f"[demo] {name}: {config_file} changed since {output_dir} was trained")
     print(f"[demo] training {name} -> {output_dir} (log: {output_dir}/log.txt)", flush=True)
     start = time.time()
     os.makedirs(output_dir, exist_ok=True)
