@@ -1,4 +1,4 @@
-"""tools/benchmark_train.py, tools/benchmark_uda.py and run_demo's run reuse, on tiny inputs."""
+"""tools/benchmark_train.py, tools/benchmark_uda.py and the run reuse of the tools, on tiny inputs."""
 import json
 import os
 import sys
@@ -68,14 +68,20 @@ def test_benchmark_uda_reads_the_teacher_evaluation_and_summarises(tmp_path):
 
 
 def test_demo_reuses_a_finished_run_only_while_its_config_is_unchanged(tmp_path):
-    import run_demo
-
     from duda_d2 import load_config
+    from duda_d2.utils.runs import finished_run, trained_with
 
     out = str(tmp_path / "run")
     os.makedirs(out)
-    assert not run_demo.trained_with(out, ST, [])  # nothing trained yet
+    assert not trained_with(out, ST, [])  # nothing trained yet
     with open(os.path.join(out, "config.yaml"), "w") as f:
         f.write(load_config(ST, ["OUTPUT_DIR", out, "SOLVER.MAX_ITER", "600"]).dump())
-    assert run_demo.trained_with(out, ST, ["SOLVER.MAX_ITER", "600"])
-    assert not run_demo.trained_with(out, ST, ["SOLVER.MAX_ITER", "700"])
+    assert trained_with(out, ST, ["SOLVER.MAX_ITER", "600"])
+    assert not trained_with(out, ST, ["SOLVER.MAX_ITER", "700"])
+    assert finished_run(out, ST, ["SOLVER.MAX_ITER", "600"]) is None  # no final mIoU yet
+    with open(os.path.join(out, "metrics.json"), "w") as f:
+        f.write(json.dumps({"iteration": 0, "time": 0.5}) + "\n")
+        f.write(json.dumps({"iteration": 599, "sem_seg/mIoU": 40.0}) + "\n")
+    merged, times = finished_run(out, ST, ["SOLVER.MAX_ITER", "600"])
+    assert merged["sem_seg/mIoU"] == 40.0 and times == [0.5]
+    assert finished_run(out, ST, ["SOLVER.MAX_ITER", "700"]) is None

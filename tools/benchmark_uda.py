@@ -7,8 +7,8 @@
         [--seeds 0 1 2] [--output-dir output/benchmark_uda] [KEY VALUE ...]
 
 Each (config, seed) is one ``tools/train_net.py`` run in ``OUTPUT_DIR/<config>/seed<s>``; a run
-whose ``metrics.json`` already holds the final mIoU is not trained again, so an interrupted
-benchmark resumes. For a DUDA or self-training config the final checkpoint is also evaluated
+whose ``metrics.json`` already holds the final mIoU and whose ``config.yaml`` is the config
+asked for now is not trained again, so an interrupted benchmark resumes. For a DUDA or self-training config the final checkpoint is also evaluated
 with its EMA teacher (``MODEL.DUDA.INFERENCE_NETWORK`` / ``MODEL.UDA.INFERENCE_NETWORK
 teacher``, an extra row): DUDA's small student is meant to come close to its large teacher,
 and above the small pair's own teacher. Prints mIoU mean ± std (and per seed), seconds per iteration,
@@ -30,37 +30,25 @@ sys.path.insert(0, REPO)
 
 from tabulate import tabulate  # noqa: E402
 
-
-def read_run(output_dir: str) -> Dict:
-    """Final evaluation scalars and the median seconds per iteration of one finished run."""
-    path = os.path.join(output_dir, "metrics.json")
-    if not os.path.isfile(path):
-        return {}
-    merged, times = {}, []
-    with open(path) as f:
-        for line in f:
-            row = json.loads(line)
-            merged.update(row)
-            if "time" in row:
-                times.append(row["time"])
-    if "sem_seg/mIoU" not in merged:
-        return {}
-    merged["seconds_per_iter"] = statistics.median(times) if times else float("nan")
-    return merged
+from duda_d2.utils.runs import finished_run, reset_run_dir  # noqa: E402
 
 
 def run_one(config_file: str, seed: int, output_dir: str, opts: List[str]) -> Dict:
-    done = read_run(output_dir)
-    if done:
-        return done
-    cmd = [sys.executable, os.path.join(REPO, "tools", "train_net.py"), "--config-file",
-           config_file, "SEED", str(seed), "OUTPUT_DIR", output_dir, *opts]
-    print(f"[benchmark_uda] {os.path.basename(config_file)} seed {seed} -> {output_dir}",
-          flush=True)
-    os.makedirs(output_dir, exist_ok=True)
-    with open(os.path.join(output_dir, "stdout.log"), "w") as log:
-        subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT)
-    return read_run(output_dir)
+    """Final evaluation scalars and the median seconds per iteration of one run, trained
+    unless a finished run with this very config is already in ``output_dir``."""
+    run_opts = ["SEED", str(seed), *opts]
+    done = finished_run(output_dir, config_file, run_opts)
+    if done is None:
+        print(f"[benchmark_uda] {os.path.basename(config_file)} seed {seed} -> {output_dir}",
+              flush=True)
+        reset_run_dir(output_dir)
+        cmd = [sys.executable, os.path.join(REPO, "tools", "train_net.py"), "--config-file",
+               config_file, "OUTPUT_DIR", output_dir, *run_opts]
+        with open(os.path.join(output_dir, "stdout.log"), "w") as log:
+            subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT)
+        done = finished_run(output_dir, config_file, run_opts)
+    merged, times = done
+    return {**merged, "seconds_per_iter": statistics.median(times) if times else float("nan")}
 
 
 # Meta-architecture -> (config key that picks the evaluated network, row label).

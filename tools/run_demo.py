@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -23,46 +22,24 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from duda_d2.utils.runs import finished_run, read_metrics, reset_run_dir  # noqa: E402
+
 DUDA_CONFIG = os.path.join(REPO, "configs/demo/duda_synthetic.yaml")
 SOURCE_ONLY_CONFIG = os.path.join(REPO, "configs/baselines/source_only_synthetic.yaml")
 
 
-def final_miou(output_dir: str):
-    path = os.path.join(output_dir, "metrics.json")
-    if not os.path.isfile(path):
-        return None
-    merged = {}
-    with open(path) as f:
-        for line in f:
-            merged.update(json.loads(line))
-    return merged.get("sem_seg/mIoU")
-
-
-def trained_with(output_dir: str, config_file: str, opts) -> bool:
-    """Whether ``output_dir/config.yaml`` (written by train_net) is the config asked for now,
-    so that a finished run is reused only while the config file is unchanged."""
-    import yaml
-
-    from duda_d2 import load_config
-
-    path = os.path.join(output_dir, "config.yaml")
-    if not os.path.isfile(path):
-        return False
-    wanted = load_config(config_file, ["OUTPUT_DIR", output_dir, *opts])
-    with open(path) as f:
-        return yaml.safe_load(f) == yaml.safe_load(wanted.dump())
-
-
 def train(name: str, config_file: str, output_dir: str, opts, fresh: bool) -> float:
-    finished = final_miou(output_dir) is not None
-    if not fresh and finished and trained_with(output_dir, config_file, opts):
+    """The final mIoU of ``config_file`` trained in ``output_dir``: a finished run trained with
+    this very config is reused (unless ``fresh``), anything else is trained from scratch."""
+    done = None if fresh else finished_run(output_dir, config_file, opts)
+    if done is not None:
         print(f"[demo] {name}: reusing the finished run in {output_dir}")
-        return final_miou(output_dir)
-    if finished and not fresh:
+        return done[0]["sem_seg/mIoU"]
+    if not fresh and "sem_seg/mIoU" in read_metrics(output_dir)[0]:
         print(f"[demo] {name}: {config_file} changed since {output_dir} was trained")
     print(f"[demo] training {name} -> {output_dir} (log: {output_dir}/log.txt)", flush=True)
     start = time.time()
-    os.makedirs(output_dir, exist_ok=True)
+    reset_run_dir(output_dir)
     console = os.path.join(output_dir, "console.log")
     with open(console, "w") as log:
         result = subprocess.run([sys.executable, os.path.join(REPO, "tools", "train_net.py"),
@@ -73,7 +50,7 @@ def train(name: str, config_file: str, output_dir: str, opts, fresh: bool) -> fl
             sys.stderr.write("".join(log.readlines()[-30:]))
         raise SystemExit(f"[demo] training {name} failed; full output in {console}")
     print(f"[demo] {name} trained in {time.time() - start:.0f} s")
-    return final_miou(output_dir)
+    return read_metrics(output_dir)[0]["sem_seg/mIoU"]
 
 
 def prediction_panel(runs, num_images: int, path: str) -> None:

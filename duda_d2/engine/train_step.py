@@ -123,10 +123,8 @@ class UDATrainStep(SimpleTrainer):
 
         self.optimizer.zero_grad(set_to_none=True)
         with self._autocast():
-            if self.backward_per_stage:
-                loss_dict = self.model(data, backward=self.backward)
-            else:
-                loss_dict = self.model(data)
+            loss_dict = self.model(data, backward=self.backward if self.backward_per_stage
+                                   else None)
         if not self.backward_per_stage:
             self.backward(sum(loss_dict.values()))
         average_gradients(self.model.parameters())
