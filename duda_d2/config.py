@@ -44,6 +44,12 @@ def add_duda_config(cfg: CN) -> CN:
     # RES4_DILATION 2 and RES5_DILATION 4 (output stride 8).
     cfg.MODEL.RESNETS.RES4_DILATION = 1
 
+    # Several GPU processes: BatchNorm layers of the trained networks normalise with the
+    # statistics of the whole global batch (torch.nn.SyncBatchNorm; CUDA only). Without it each
+    # process normalises with its own share of the batch, and the running statistics are
+    # averaged across processes after every step.
+    cfg.MODEL.SYNC_BN = False
+
     # ---------------------------------------------------------------- heads
     # (Detectron2 already defines SEM_SEG_HEAD.NAME, IN_FEATURES, NUM_CLASSES, IGNORE_VALUE.)
     # Channels every level is projected to (SegFormer: 256 for MiT-B0/B1, 768 otherwise).
@@ -91,17 +97,34 @@ def add_duda_config(cfg: CN) -> CN:
     cfg.MODEL.UDA.COLOR_JITTER_P = 0.8
     cfg.MODEL.UDA.BLUR_SIGMA = (0.15, 1.15)
     cfg.MODEL.UDA.BLUR_P = 0.5
+    # "batch": one jitter coin and one blur coin for the whole batch (DACS/DAFormer/MIC; the
+    # factors and sigma are still drawn per image); "image": coins flipped per image.
+    cfg.MODEL.UDA.AUGMENTATION_COIN = "batch"
+    # ClassMix classes: "batch" = half of the values present in the whole source batch, ignore
+    # label included, drawn per image (DACS's get_class_masks, used by DAFormer/MIC); "image" =
+    # half of each image's own classes, ignore excluded.
+    cfg.MODEL.UDA.CLASSMIX_CLASSES = "batch"
     # Thing-class ImageNet feature distance on source images (DAFormer: 0.005; 0 = off): a frozen
     # copy of the initial backbone; distance on the last feature map where a cell's label is a
     # thing class covering at least FD_PURITY of it.
     cfg.MODEL.UDA.FD_LAMBDA = 0.0
     cfg.MODEL.UDA.FD_CLASSES = [6, 7, 11, 12, 13, 14, 15, 16, 17, 18]
     cfg.MODEL.UDA.FD_PURITY = 0.75
+    # FD needs ImageNet weights (MODEL.BACKBONE.WEIGHTS of the network it regularises; for DUDA
+    # the large pair's, in MODEL.DUDA.LARGE_NETWORK_OPTS): without them the reference would be
+    # the random initialisation, which is an error unless this is True (tests, benchmarks).
+    cfg.MODEL.UDA.FD_RANDOM_REFERENCE = False
     # Masked image consistency (MIC; 0 = off, MIC: 1.0): the student sees the target with
     # MIC_MASK_RATIO of its MIC_BLOCK_SIZE blocks removed and learns the teacher's pseudo-labels.
     cfg.MODEL.UDA.MIC_LAMBDA = 0.0
     cfg.MODEL.UDA.MIC_MASK_RATIO = 0.7
     cfg.MODEL.UDA.MIC_BLOCK_SIZE = 32
+    # Which images MIC masks, as MIC's mask_mode: "separatetrgaug" (the target batch, colour-
+    # jittered and blurred first; MIC for GTA/SYNTHIA -> Cityscapes), "separatetrg" (target, no
+    # augmentation), "separate" (the first source and the first target image of the batch, no
+    # augmentation; MIC for Cityscapes -> ACDC / Dark Zurich), "separateaug", "separatesrc",
+    # "separatesrcaug".
+    cfg.MODEL.UDA.MIC_MODE = "separatetrgaug"
     # Network used at inference / evaluation: "student" or "teacher".
     cfg.MODEL.UDA.INFERENCE_NETWORK = "student"
     # Write debug panels (source, target, pseudo-label, mix mask, prediction) to TensorBoard
@@ -178,6 +201,10 @@ def add_duda_config(cfg: CN) -> CN:
     cfg.DATALOADER.RCS.ENABLED = False
     cfg.DATALOADER.RCS.TEMPERATURE = 0.01
     cfg.DATALOADER.RCS.MIN_PIXELS = 3000
+    # The crop of an image drawn for class c is re-drawn (up to 10 times, as MIC) until it holds
+    # more than MIN_PIXELS * MIN_CROP_RATIO pixels of c (DAFormer/MIC: 0.5 at 512 crops; HRDA:
+    # 2.0 at 1024 crops; 0 = never re-drawn).
+    cfg.DATALOADER.RCS.MIN_CROP_RATIO = 0.5
     # With RCS enabled and the statistics missing: False = error naming the prepare script,
     # True = warn and sample uniformly.
     cfg.DATALOADER.RCS.ALLOW_UNIFORM_FALLBACK = False
@@ -194,6 +221,10 @@ def add_duda_config(cfg: CN) -> CN:
     # before the next forward: peak memory is one graph, not all of them). False = one
     # backward of the summed losses, as Detectron2's SimpleTrainer.
     cfg.SOLVER.BACKWARD_PER_STAGE = True
+    # Several processes: each trainable network is wrapped in PyTorch's
+    # DistributedDataParallel; True lets DDP find parameters a step does not use (slower;
+    # needed only for a network with branches that a forward pass may skip).
+    cfg.SOLVER.DDP_FIND_UNUSED_PARAMETERS = False
     # Autocast precision when SOLVER.AMP.ENABLED: "float16" (with a gradient scaler) or
     # "bfloat16" (no scaler needed).
     cfg.SOLVER.AMP.PRECISION = "float16"

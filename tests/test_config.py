@@ -38,14 +38,16 @@ def test_unknown_key_keeps_detectron2s_error(tmp_path):
 @pytest.mark.parametrize("path", [
     "configs/duda_gta2cs.yaml", "configs/duda_syn2cs.yaml", "configs/duda_cs2acdc.yaml",
     "configs/duda_cs2darkzurich.yaml", "configs/baselines/self_training_gta2cs.yaml",
-    "configs/students/mit_b2.yaml", "configs/students/deeplabv2_r101.yaml",
+    "configs/baselines/self_training_b0_gta2cs.yaml",
+    "configs/baselines/self_training_b0_cs2darkzurich.yaml", "configs/students/mit_b2.yaml", "configs/students/deeplabv2_r101.yaml",
     "configs/students/mobilenetv3.yaml"])
 def test_paper_scale_configs_build_their_networks(path):
     import torch
     from detectron2.modeling import build_model
 
+    # No weight files here: FD is told that its reference is random on purpose.
     cfg = config(path, "MODEL.DEVICE", "meta", "MODEL.BACKBONE.WEIGHTS", "",
-                 "MODEL.DUDA.LARGE_NETWORK_OPTS", [])
+                 "MODEL.DUDA.LARGE_NETWORK_OPTS", [], "MODEL.UDA.FD_RANDOM_REFERENCE", True)
     with torch.device("meta"):  # shapes only: no memory, no initialisation cost
         model = build_model(cfg)
     if cfg.MODEL.META_ARCHITECTURE == "DUDA":

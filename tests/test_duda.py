@@ -68,12 +68,17 @@ def test_frozen_large_pair_gets_no_gradient_and_a_fixed_teacher():
                                True)).train()
     _step(model, 0)
     teacher_before = [p.clone() for p in model.teacher.parameters()]
+    buffers_before = {k: v.clone() for k, v in model.large_student.state_dict().items()}
     losses, logged = _step(model, 3)  # >= pre + ramp: frozen
     assert set(losses) == {"loss_src_small", "loss_tgt_small", "loss_kd"}
-    assert "ema_alpha" not in logged
+    assert logged["ema_alpha"][0] == 1.0  # the frozen teacher is not averaged any more
     assert not any(_has_grad(model.large_student)) and all(_has_grad(model.network))
     for before, after in zip(teacher_before, model.teacher.parameters()):
         assert torch.equal(before, after)
+    # Its no-grad pass on the mix runs in teacher mode: BatchNorm statistics untouched.
+    for key, value in model.large_student.state_dict().items():
+        assert torch.equal(value, buffers_before[key]), key
+    assert model.large_student.training  # and its modes are restored afterwards
 
 
 def test_extra_frozen_teacher_from_a_trained_checkpoint(tmp_path):

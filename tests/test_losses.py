@@ -13,8 +13,9 @@ def test_matches_hand_computed_values_with_weights_and_ignore():
     target = torch.tensor([[[0, 1, 255]]])
     weight = torch.tensor([[[1.0, 0.5, 7.0]]])
     loss = weighted_cross_entropy(logits, target, weight)
-    # mean over the 2 valid pixels: (-log(3/4) * 1 + -log(1/4) * 0.5) / 2
-    expected = (-math.log(0.75) - 0.5 * math.log(0.25)) / 2
+    # mmseg's mean over all 3 pixels, the ignored one counting 0:
+    # (-log(3/4) * 1 + -log(1/4) * 0.5 + 0) / 3
+    expected = (-math.log(0.75) - 0.5 * math.log(0.25)) / 3
     assert loss.item() == pytest.approx(expected, rel=1e-6)
 
 

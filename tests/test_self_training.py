@@ -33,7 +33,8 @@ def _batch(n, size=32, labelled=True):
 
 
 def test_losses_and_only_the_student_learns():
-    cfg = config(CONFIG, *SMALL, "MODEL.UDA.FD_LAMBDA", 0.005, "MODEL.UDA.MIC_LAMBDA", 1.0)
+    cfg = config(CONFIG, *SMALL, "MODEL.UDA.FD_LAMBDA", 0.005, "MODEL.UDA.FD_RANDOM_REFERENCE", True,
+                 "MODEL.UDA.MIC_LAMBDA", 1.0)
     model = build_model(cfg).train()
     with EventStorage(0) as storage:
         losses = model((_batch(2), _batch(2, labelled=False)))

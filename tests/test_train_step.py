@@ -18,8 +18,8 @@ from test_duda import TINY
 from test_self_training import CONFIG as ST_CONFIG
 from test_self_training import SMALL
 
-RECIPE = ["MODEL.UDA.FD_LAMBDA", 0.005, "MODEL.UDA.MIC_LAMBDA", 1.0,
-          "MODEL.UDA.MIC_BLOCK_SIZE", 8]
+RECIPE = ["MODEL.UDA.FD_LAMBDA", 0.005, "MODEL.UDA.FD_RANDOM_REFERENCE", True,
+          "MODEL.UDA.MIC_LAMBDA", 1.0, "MODEL.UDA.MIC_BLOCK_SIZE", 8]
 
 
 def _batch(seed, n=2, size=32):

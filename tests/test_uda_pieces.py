@@ -49,13 +49,15 @@ def test_pseudo_labels_batch_and_pixel_weights_and_margins():
         pseudo_labels(logits, mode="mean")
 
 
-def test_class_mix_takes_half_of_each_images_classes():
+def test_class_mix_image_pool_takes_half_of_each_images_classes():
     labels = torch.tensor([[[0, 1], [2, 255]], [[5, 5], [5, 5]]])
-    masks = class_mix_masks(labels, generator=torch.Generator().manual_seed(0))
+    masks = class_mix_masks(labels, generator=torch.Generator().manual_seed(0), pool="image")
     first = labels[0][masks[0, 0].bool()].unique().tolist()
     assert len(first) == 2 and 255 not in first           # ceil(3 / 2) of {0, 1, 2}
     assert masks[0, 0, 1, 1] == 0                          # ignore never pasted
     assert masks[1].all()                                  # the single class of image 1
+    with pytest.raises(ValueError, match="pool"):
+        class_mix_masks(labels, pool="dataset")
 
 
 def test_mix_combines_images_labels_and_weights():
@@ -100,7 +102,7 @@ def test_purity_downscaling_and_feature_distance():
                             [11, 11, 2, 2],
                             [11, 255, 2, 2]]])
     coarse = downscale_labels_by_purity(labels, (2, 2), 19, min_purity=0.75)
-    # top-right cell: 0 covers 3/4 -> 0; bottom-left: 11 covers 3 of 3 labelled pixels.
+    # top-right cell: 0 covers 3/4 -> 0; bottom-left: 11 covers 3/4 of all its pixels.
     assert coarse.tolist() == [[[13, 0], [11, 2]]]
     feats = torch.zeros(1, 2, 2, 2, requires_grad=True)
     imnet = torch.zeros(1, 2, 2, 2)

@@ -50,11 +50,15 @@ class _PositionStream(IterableDataset):
         self.rank, self.start_batch = rank, start_batch
 
     def sample(self, position: int) -> dict:
-        record = self.records[self.sampler.index_at(position)]
-        # Detectron2's augmentations draw from numpy's global generator: seed it per sample.
+        index, rare_class = self.sampler.draw(position)
+        record = self.records[index]
+        # Detectron2's augmentations draw from numpy's global generator: seed it per sample
+        # (crop re-draws for a rare class continue the same stream, so they are exact too).
         np.random.seed(np.random.SeedSequence([self.seed, self.stream, position])
                        .generate_state(1)[0])
-        return self.mapper(record)
+        if rare_class is None:
+            return self.mapper(record)
+        return self.mapper(record, rare_class=rare_class)
 
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()

@@ -13,7 +13,11 @@ from detectron2.data import transforms as T
 
 from .labels import load_label_map
 
-__all__ = ["SemSegDatasetMapper", "build_train_augmentations", "build_test_augmentations"]
+__all__ = ["SemSegDatasetMapper", "build_train_augmentations", "build_test_augmentations",
+           "RARE_CLASS_CROP_RETRIES"]
+
+# MIC's UDADataset re-draws a rare-class image's crop at most this many times.
+RARE_CLASS_CROP_RETRIES = 10
 
 
 def _resize(size: Sequence[int]) -> List[T.Augmentation]:
@@ -59,12 +63,14 @@ class SemSegDatasetMapper:
 
     @configurable
     def __init__(self, *, augmentations: List[T.Augmentation], image_format: str,
-                 num_classes: int, ignore_label: int = 255, with_labels: bool = True):
+                 num_classes: int, ignore_label: int = 255, with_labels: bool = True,
+                 rare_class_min_pixels: float = 0.0):
         self.augmentations = T.AugmentationList(augmentations)
         self.image_format = image_format
         self.num_classes = num_classes
         self.ignore_label = ignore_label
         self.with_labels = with_labels
+        self.rare_class_min_pixels = rare_class_min_pixels
 
     @classmethod
     def from_config(cls, cfg, is_train: bool = True, size: Optional[Sequence[int]] = None,
@@ -73,12 +79,19 @@ class SemSegDatasetMapper:
         size = cfg.INPUT.SOURCE_SIZE if size is None else size
         augs = (build_train_augmentations(cfg, size, with_labels) if is_train
                 else build_test_augmentations(cfg))
+        rcs = cfg.DATALOADER.RCS
         return {"augmentations": augs, "image_format": cfg.INPUT.FORMAT,
                 "num_classes": cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
                 "ignore_label": cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
-                "with_labels": with_labels}
+                "with_labels": with_labels,
+                "rare_class_min_pixels": (rcs.MIN_PIXELS * rcs.MIN_CROP_RATIO
+                                          if rcs.ENABLED and is_train else 0.0)}
 
-    def __call__(self, dataset_dict: dict) -> dict:
+    def __call__(self, dataset_dict: dict, rare_class: Optional[int] = None) -> dict:
+        """``rare_class``: the class rare class sampling drew this image for. As MIC's
+        ``UDADataset``, the random augmentations (crop, flip) are re-drawn up to
+        ``RARE_CLASS_CROP_RETRIES`` times until the crop holds more than
+        ``rare_class_min_pixels`` pixels of it (the last draw is kept either way)."""
         record = copy.deepcopy(dataset_dict)
         image = utils.read_image(record["file_name"], format=self.image_format)
         record["height"], record["width"] = image.shape[:2]
@@ -89,9 +102,19 @@ class SemSegDatasetMapper:
             if sem_seg.shape != image.shape[:2]:
                 raise ValueError(f"label '{record['sem_seg_file_name']}' is {sem_seg.shape} but "
                                  f"image '{record['file_name']}' is {image.shape[:2]}")
-        aug_input = T.AugInput(image, sem_seg=sem_seg)
-        self.augmentations(aug_input)
+        aug_input = self._augment(image, sem_seg, rare_class)
         record["image"] = torch.as_tensor(np.ascontiguousarray(aug_input.image.transpose(2, 0, 1)))
         if sem_seg is not None:
             record["sem_seg"] = torch.as_tensor(aug_input.sem_seg.astype(np.int64))
         return record
+
+    def _augment(self, image: np.ndarray, sem_seg: Optional[np.ndarray],
+                 rare_class: Optional[int]) -> T.AugInput:
+        retry = (rare_class is not None and sem_seg is not None
+                 and self.rare_class_min_pixels > 0)
+        for _ in range(1 + (RARE_CLASS_CROP_RETRIES if retry else 0)):
+            aug_input = T.AugInput(image, sem_seg=sem_seg)
+            self.augmentations(aug_input)
+            if not retry or (aug_input.sem_seg == rare_class).sum() > self.rare_class_min_pixels:
+                break
+        return aug_input

@@ -7,7 +7,7 @@ exact stream an uninterrupted run would have seen.
 """
 from __future__ import annotations
 
-from typing import Dict, Mapping, Optional, Sequence
+from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -27,6 +27,10 @@ class PositionalSampler:
 
     def index_at(self, position: int) -> int:
         raise NotImplementedError
+
+    def draw(self, position: int) -> Tuple[int, Optional[int]]:
+        """(dataset index, the class the image was drawn for, or None)."""
+        return self.index_at(position), None
 
 
 class UniformSampler(PositionalSampler):
@@ -95,7 +99,11 @@ class RareClassSampler(PositionalSampler):
         return self.size
 
     def index_at(self, position: int) -> int:
+        return self.draw(position)[0]
+
+    def draw(self, position: int) -> Tuple[int, Optional[int]]:
+        """The image and the rare class it was drawn for (the mapper's crop should keep it)."""
         rng = position_rng(self.seed, position, 2)
-        c = self.classes[rng.choice(len(self.classes), p=self.class_probs)]
-        holders = self.images_with_class[int(c)]
-        return int(holders[rng.integers(len(holders))])
+        c = int(self.classes[rng.choice(len(self.classes), p=self.class_probs)])
+        holders = self.images_with_class[c]
+        return int(holders[rng.integers(len(holders))]), c

@@ -20,34 +20,37 @@ def upsample_logits(logits: torch.Tensor, size) -> torch.Tensor:
 def weighted_cross_entropy(logits: torch.Tensor, target: torch.Tensor,
                            pixel_weight: Optional[torch.Tensor] = None,
                            ignore_index: int = 255) -> torch.Tensor:
-    """Cross-entropy averaged over all non-ignored pixels, each scaled by ``pixel_weight``.
+    """Cross-entropy per pixel, scaled by ``pixel_weight``, averaged over *all* pixels.
 
-    ``logits`` (N, C, H, W) are resized to the target's (H, W) first. The mean runs over the
-    pixels that are not ``ignore_index`` -- as DAFormer does, a weight of 0 lowers the loss rather
-    than removing the pixel from the denominator, so a low pseudo-label quality shrinks the
-    target loss. Returns 0 (with a graph) when every pixel is ignored.
+    ``logits`` (N, C, H, W) are resized to the target's (H, W) first. As mmseg's
+    ``CrossEntropyLoss`` that DAFormer/MIC use (``reduction="mean"`` over the element-wise
+    loss), ignored pixels count as 0 in the mean rather than leaving the denominator: a crop
+    with much ignore (a Cityscapes hood, an unlabelled SYNTHIA region) weighs less, and the
+    mean over a batch split across processes equals the mean of the processes' means (their
+    batches are equal in size), so data-parallel training averages to the one-process loss.
     """
     logits = upsample_logits(logits, target.shape[-2:])
     per_pixel = F.cross_entropy(logits, target.long(), ignore_index=ignore_index,
                                 reduction="none")
     if pixel_weight is not None:
         per_pixel = per_pixel * pixel_weight
-    valid = (target != ignore_index).sum()
-    return per_pixel.sum() / valid.clamp(min=1)
+    return per_pixel.mean()
 
 
 def downscale_labels_by_purity(labels: torch.Tensor, size, num_classes: int,
                                min_purity: float = 0.75, ignore_index: int = 255) -> torch.Tensor:
-    """(N, h, w) labels for a coarse feature map: the majority class of each cell when it
-    covers at least ``min_purity`` of the cell's labelled pixels, else ``ignore_index``."""
-    valid = labels != ignore_index
-    one_hot = F.one_hot(torch.where(valid, labels, 0).long(), num_classes).permute(0, 3, 1, 2)
-    one_hot = one_hot.float() * valid.unsqueeze(1)
-    shares = F.adaptive_avg_pool2d(one_hot, size)
-    labelled = shares.sum(dim=1).clamp(min=1e-6)
-    share, cls = shares.max(dim=1)
-    return torch.where(share / labelled >= min_purity, cls,
-                       torch.full_like(cls, ignore_index))
+    """(N, h, w) labels for a coarse feature map, as MIC's ``downscale_label_ratio``: unlabelled
+    pixels count as one more class, and a cell gets its majority class when that class covers
+    at least ``min_purity`` of *all* the cell's pixels, else ``ignore_index`` (as it does when
+    unlabelled pixels are the majority). Cells are average-pooled to ``size``
+    (``adaptive_avg_pool2d``, the same as MIC's ``avg_pool2d`` when the label size is a multiple
+    of the feature size, and defined when it is not)."""
+    unlabelled = num_classes
+    classes = torch.where(labels == ignore_index, unlabelled, labels).long()
+    one_hot = F.one_hot(classes, num_classes + 1).permute(0, 3, 1, 2).float()
+    share, cls = F.adaptive_avg_pool2d(one_hot, size).max(dim=1)
+    keep = (share >= min_purity) & (cls != unlabelled)
+    return torch.where(keep, cls, torch.full_like(cls, ignore_index))
 
 
 def feature_distance_loss(features: torch.Tensor, imnet_features: torch.Tensor,

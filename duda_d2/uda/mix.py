@@ -5,17 +5,33 @@ from typing import NamedTuple, Optional
 
 import torch
 
-__all__ = ["class_mix_masks", "MixedBatch", "mix"]
+__all__ = ["CLASS_POOLS", "class_mix_masks", "MixedBatch", "mix"]
+
+
+CLASS_POOLS = ("batch", "image")
 
 
 def class_mix_masks(source_labels: torch.Tensor, ignore_index: int = 255,
-                    generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """(N, 1, H, W) masks: 1 where the source image shows one of ``ceil(n/2)`` of its ``n``
-    classes, drawn at random per image (ignored pixels never chosen)."""
+                    generator: Optional[torch.Generator] = None,
+                    pool: str = "batch") -> torch.Tensor:
+    """(N, 1, H, W) masks: 1 where source image ``i`` shows one of the classes drawn for it.
+
+    ``pool="batch"`` (DACS's ``get_class_masks``, which DAFormer/MIC use): for every image,
+    ``ceil(n/2)`` of the ``n`` values present anywhere in the source *batch* -- the ignore
+    label included -- are drawn at random, so an image may receive classes it does not show
+    (fewer pixels pasted) and its ignored pixels may be pasted (they stay ignored in the loss).
+    ``pool="image"``: ``ceil(n/2)`` of the image's own ``n`` classes, ignore excluded.
+    """
+    if pool not in CLASS_POOLS:
+        raise ValueError(f"ClassMix class pool {pool!r} unknown; use one of {CLASS_POOLS}")
     masks = torch.zeros_like(source_labels, dtype=torch.float32).unsqueeze(1)
+    batch_classes = source_labels.unique()
     for i, label in enumerate(source_labels):
-        classes = label.unique()
-        classes = classes[classes != ignore_index]
+        if pool == "batch":
+            classes = batch_classes
+        else:
+            classes = label.unique()
+            classes = classes[classes != ignore_index]
         if len(classes) == 0:
             continue
         pick = torch.randperm(len(classes), generator=generator)[: (len(classes) + 1) // 2]

@@ -60,13 +60,17 @@ class DistillationSettings:
         d = cfg.MODEL.DUDA
         quarter = cfg.SOLVER.MAX_ITER // 4
         settings = cls(
-            d.PRE_ADAPTATION_ITERS if d.PRE_ADAPTATION_ITERS >= 0 else quarter,
-            d.RAMP_ITERS if d.RAMP_ITERS >= 0 else quarter,
-            d.BETA_MAX, d.SCHEDULE, d.KD_TEMPERATURE, d.EMA_TEACHER_WEIGHT,
-            d.LARGE_STUDENT_WEIGHT, tuple(d.EXTRA_TEACHER_LOSS_WEIGHTS),
-            d.PSEUDO_LABEL_FROM_ALL_TEACHERS, d.INCONSISTENCY_GAMMA, d.INCONSISTENCY_MOMENTUM,
-            tuple(d.INCONSISTENCY_CLIP), d.FREEZE_LARGE_AFTER_PRE_ADAPTATION,
-            d.INFERENCE_NETWORK)
+            pre_adaptation_iters=d.PRE_ADAPTATION_ITERS if d.PRE_ADAPTATION_ITERS >= 0 else quarter,
+            ramp_iters=d.RAMP_ITERS if d.RAMP_ITERS >= 0 else quarter,
+            beta_max=d.BETA_MAX, schedule=d.SCHEDULE, kd_temperature=d.KD_TEMPERATURE,
+            ema_teacher_weight=d.EMA_TEACHER_WEIGHT, large_student_weight=d.LARGE_STUDENT_WEIGHT,
+            extra_teacher_weights=tuple(d.EXTRA_TEACHER_LOSS_WEIGHTS),
+            pseudo_label_from_all_teachers=d.PSEUDO_LABEL_FROM_ALL_TEACHERS,
+            inconsistency_gamma=d.INCONSISTENCY_GAMMA,
+            inconsistency_momentum=d.INCONSISTENCY_MOMENTUM,
+            inconsistency_clip=tuple(d.INCONSISTENCY_CLIP),
+            freeze_large_after_pre_adaptation=d.FREEZE_LARGE_AFTER_PRE_ADAPTATION,
+            inference_network=d.INFERENCE_NETWORK)
         settings.validate()
         return settings
 
@@ -129,11 +133,21 @@ class DUDA(SelfTrainingUDA):
             distillation.inconsistency_momentum, distillation.inconsistency_clip)
 
     @classmethod
+    def large_network_config(cls, cfg):
+        d = cfg.MODEL.DUDA
+        return sub_network_config(cfg, d.LARGE_NETWORK, d.LARGE_NETWORK_OPTS,
+                                  "MODEL.DUDA.LARGE_NETWORK")
+
+    @classmethod
+    def feature_distance_network_config(cls, cfg):
+        """FD regularises the large student: its backbone weights must be ImageNet's."""
+        return (cls.large_network_config(cfg),
+                "MODEL.BACKBONE.WEIGHTS of the large networks (MODEL.DUDA.LARGE_NETWORK_OPTS)")
+
+    @classmethod
     def from_config(cls, cfg) -> dict:
         args = super().from_config(cfg)  # the small student from MODEL.* and MODEL.UDA.*
-        d = cfg.MODEL.DUDA
-        large = sub_network_config(cfg, d.LARGE_NETWORK, d.LARGE_NETWORK_OPTS,
-                                   "MODEL.DUDA.LARGE_NETWORK")
+        large = cls.large_network_config(cfg)
         if large.MODEL.SEM_SEG_HEAD.NUM_CLASSES != cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES:
             raise ValueError("the large networks and the small student must predict the same "
                              "classes (MODEL.SEM_SEG_HEAD.NUM_CLASSES)")
@@ -176,9 +190,9 @@ class DUDA(SelfTrainingUDA):
                           stages: LossStages) -> MixedTarget:
         """The large student's self-training stages (CE losses named ``*_large``); when the
         large pair is frozen, only the mixed batch and its no-grad large-student logits."""
-        if frozen:
+        if frozen:  # a fixed network now: no dropout/drop-path, BatchNorm statistics untouched
             mixed = self.mixed_batch(xs, ys, xt, pl)
-            with torch.no_grad():
+            with teacher_mode(self.large_student, self.settings.teacher_bn):
                 mixed.logits = self.large_student(mixed.images)
             return mixed
         return self.student_losses(self.large_student, xs, ys, xt, pl, stages, suffix="_large")
@@ -230,7 +244,8 @@ class DUDA(SelfTrainingUDA):
         """Large pair first (its graphs freed stage by stage), then the small student."""
         d = self.distillation
         frozen = d.large_pair_frozen(iteration)
-        alpha = None if frozen else self.update_teacher(self.large_student, iteration)
+        # A frozen pair's teacher stays as it is: logged as alpha = 1.
+        alpha = 1.0 if frozen else self.update_teacher(self.large_student, iteration)
         xs, ys, xt = self.prepare_batches(source, target)
         teacher_logits, extra_logits, pl = self.target_pseudo_labels(xt)
         mixed = self.large_pair_losses(xs, ys, xt, pl, frozen, stages)
@@ -238,7 +253,5 @@ class DUDA(SelfTrainingUDA):
         self.small_student_losses(xs, ys, xt, pl, mixed, teacher_logits, extra_logits, beta,
                                   stages)
         storage = get_event_storage()
-        storage.put_scalars(pseudo_quality=pl.quality, distill_beta=beta)
-        if alpha is not None:
-            storage.put_scalar("ema_alpha", alpha)
+        storage.put_scalars(pseudo_quality=pl.quality, distill_beta=beta, ema_alpha=alpha)
         self.keep_debug_visuals(iteration, source, target, pl, mixed)

@@ -21,18 +21,24 @@ from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.utils.events import get_event_storage
 
-from ...uda.augment import StrongAugmentation
+from ...uda.augment import COINS, StrongAugmentation
 from ...uda.ema import ema_alpha, ema_update
 from ...uda.losses import feature_distance_loss, upsample_logits, weighted_cross_entropy
 from ...uda.masking import block_mask
-from ...uda.mix import class_mix_masks, mix
+from ...uda.mix import CLASS_POOLS, class_mix_masks, mix
 from ...uda.pseudo_label import PseudoLabels, pseudo_labels
 from ..network import SegmentationNetwork
 from .loss_stages import Backward, LossStages
 from .segmentor import UDASegmentor, batch_images, batch_targets
 
 __all__ = ["SelfTrainingUDA", "SelfTrainingSettings", "MixedTarget", "frozen_copy",
-           "teacher_mode"]
+           "teacher_mode", "check_feature_distance_reference", "MIC_MODES"]
+
+# MIC's mask modes: which images are masked ("trg": the target batch, "src": the source batch,
+# neither: the first source and the first target image) and whether they are strongly
+# augmented first ("aug").
+MIC_MODES = ("separatetrgaug", "separatetrg", "separate", "separateaug", "separatesrc",
+             "separatesrcaug")
 
 
 @dataclass
@@ -55,26 +61,53 @@ class SelfTrainingSettings:
     mic_lambda: float = 0.0
     mic_mask_ratio: float = 0.7
     mic_block_size: int = 32
+    mic_mode: str = "separatetrgaug"
+    augmentation_coin: str = "batch"
+    classmix_classes: str = "batch"
     inference_network: str = "student"
     debug_period: int = 0
 
     @classmethod
     def from_config(cls, cfg) -> "SelfTrainingSettings":
         u = cfg.MODEL.UDA
-        settings = cls(u.EMA_ALPHA, u.PSEUDO_THRESHOLD, u.PSEUDO_WEIGHT_MODE,
-                       u.PSEUDO_IGNORE_TOP, u.PSEUDO_IGNORE_BOTTOM, u.TEACHER_BN, u.COLOR_JITTER,
-                       u.COLOR_JITTER_P, tuple(u.BLUR_SIGMA), u.BLUR_P, u.FD_LAMBDA,
-                       tuple(u.FD_CLASSES), u.FD_PURITY, u.MIC_LAMBDA, u.MIC_MASK_RATIO,
-                       u.MIC_BLOCK_SIZE, u.INFERENCE_NETWORK, u.DEBUG_PERIOD)
+        settings = cls(
+            ema_alpha=u.EMA_ALPHA, pseudo_threshold=u.PSEUDO_THRESHOLD,
+            pseudo_weight_mode=u.PSEUDO_WEIGHT_MODE, ignore_top=u.PSEUDO_IGNORE_TOP,
+            ignore_bottom=u.PSEUDO_IGNORE_BOTTOM, teacher_bn=u.TEACHER_BN,
+            color_jitter=u.COLOR_JITTER, color_jitter_p=u.COLOR_JITTER_P,
+            blur_sigma=tuple(u.BLUR_SIGMA), blur_p=u.BLUR_P, fd_lambda=u.FD_LAMBDA,
+            fd_classes=tuple(u.FD_CLASSES), fd_purity=u.FD_PURITY, mic_lambda=u.MIC_LAMBDA,
+            mic_mask_ratio=u.MIC_MASK_RATIO, mic_block_size=u.MIC_BLOCK_SIZE,
+            mic_mode=u.MIC_MODE, augmentation_coin=u.AUGMENTATION_COIN,
+            classmix_classes=u.CLASSMIX_CLASSES, inference_network=u.INFERENCE_NETWORK,
+            debug_period=u.DEBUG_PERIOD)
         settings.validate()
         return settings
 
     def validate(self) -> None:
-        if self.teacher_bn not in ("batch", "running"):
-            raise ValueError(f"MODEL.UDA.TEACHER_BN={self.teacher_bn!r}; use 'batch' or 'running'")
-        if self.pseudo_weight_mode not in ("batch", "pixel"):
-            raise ValueError(f"MODEL.UDA.PSEUDO_WEIGHT_MODE={self.pseudo_weight_mode!r}; use "
-                             f"'batch' or 'pixel'")
+        choices = {"TEACHER_BN": (self.teacher_bn, ("batch", "running")),
+                   "PSEUDO_WEIGHT_MODE": (self.pseudo_weight_mode, ("batch", "pixel")),
+                   "MIC_MODE": (self.mic_mode, MIC_MODES),
+                   "AUGMENTATION_COIN": (self.augmentation_coin, COINS),
+                   "CLASSMIX_CLASSES": (self.classmix_classes, CLASS_POOLS)}
+        for key, (value, allowed) in choices.items():
+            if value not in allowed:
+                raise ValueError(f"MODEL.UDA.{key}={value!r}; use one of {list(allowed)}")
+
+
+def check_feature_distance_reference(network_cfg, where: str) -> None:
+    """FD compares features with an ImageNet encoder; refuse a random one unless asked for.
+
+    ``network_cfg``: the config of the network FD regularises; ``where`` names the key that
+    sets its backbone weights."""
+    u = network_cfg.MODEL.UDA
+    if u.FD_LAMBDA > 0 and not network_cfg.MODEL.BACKBONE.WEIGHTS and not u.FD_RANDOM_REFERENCE:
+        raise ValueError(
+            f"MODEL.UDA.FD_LAMBDA={u.FD_LAMBDA} pulls features towards the ImageNet encoder's, "
+            f"but {where} is empty: the reference would be the random initialisation. Set "
+            f"{where} to ImageNet weights converted by tools/convert_pretrained.py, or "
+            f"MODEL.UDA.FD_LAMBDA 0, or MODEL.UDA.FD_RANDOM_REFERENCE True to use a random "
+            f"reference on purpose.")
 
 
 @dataclass
@@ -105,6 +138,8 @@ def teacher_mode(network: nn.Module, bn: str = "batch"):
     network.eval()
     batch_norms = [m for m in network.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     momenta = [m.momentum for m in batch_norms]
+    counts = [None if m.num_batches_tracked is None else m.num_batches_tracked.clone()
+              for m in batch_norms]
     if bn == "batch":
         for m in batch_norms:
             m.train()
@@ -116,8 +151,10 @@ def teacher_mode(network: nn.Module, bn: str = "batch"):
         with torch.inference_mode():
             yield network
     finally:
-        for m, momentum in zip(batch_norms, momenta):
+        for m, momentum, count in zip(batch_norms, momenta, counts):
             m.momentum = momentum
+            if count is not None:  # a training-mode BatchNorm counts batches even at momentum 0
+                m.num_batches_tracked.copy_(count)
         for m, training in modes:
             m.training = training
 
@@ -144,16 +181,23 @@ class SelfTrainingUDA(UDASegmentor):
         self.settings = settings
         self.teacher = frozen_copy(student)
         self.imnet_backbone = frozen_copy(student.backbone) if settings.fd_lambda > 0 else None
-        self.augment = StrongAugmentation(*self.pixel_statistics, settings.color_jitter,
-                                          settings.color_jitter_p, settings.blur_sigma,
-                                          settings.blur_p)
+        self.augment = StrongAugmentation(
+            *self.pixel_statistics, jitter_strength=settings.color_jitter,
+            jitter_p=settings.color_jitter_p, blur_sigma=settings.blur_sigma,
+            blur_p=settings.blur_p, coin=settings.augmentation_coin)
         self.debug_visuals: Dict[str, torch.Tensor] = {}
 
     @classmethod
     def from_config(cls, cfg) -> dict:
         args = super().from_config(cfg)
         args["settings"] = SelfTrainingSettings.from_config(cfg)
+        check_feature_distance_reference(*cls.feature_distance_network_config(cfg))
         return args
+
+    @classmethod
+    def feature_distance_network_config(cls, cfg):
+        """(config of the network FD regularises, the key of its backbone weights)."""
+        return cfg, "MODEL.BACKBONE.WEIGHTS"
 
     # ------------------------------------------------------------------ inference
     def inference_network(self) -> nn.Module:
@@ -211,16 +255,31 @@ class SelfTrainingUDA(UDASegmentor):
 
     def mixed_batch(self, xs, ys, xt, pl: PseudoLabels) -> "MixedTarget":
         """ClassMix of source onto target, strongly augmented."""
-        masks = class_mix_masks(ys, self.ignore_value)
+        masks = class_mix_masks(ys, self.ignore_value, pool=self.settings.classmix_classes)
         mixed = mix(masks, xs, xt, ys, pl.labels, pl.weight)
         return MixedTarget(self.augment(mixed.images), mixed.labels, mixed.weight, masks)
 
-    def masked_target_loss(self, network: nn.Module, xt: torch.Tensor,
-                           pl: PseudoLabels) -> torch.Tensor:
+    def masked_batch(self, xs, ys, xt, pl: PseudoLabels):
+        """MIC's masked images, labels and pixel weights for ``MIC_MODE`` (see ``MIC_MODES``):
+        the chosen images, strongly augmented for the ``*aug`` modes, then block-masked."""
         s = self.settings
-        masked = xt * block_mask(xt, s.mic_mask_ratio, s.mic_block_size)
-        return s.mic_lambda * weighted_cross_entropy(network(masked), pl.labels, pl.weight,
-                                                     self.ignore_value)
+        if s.mic_mode.startswith("separatetrg"):
+            images, labels, weight = xt, pl.labels, pl.weight
+        elif s.mic_mode.startswith("separatesrc"):
+            images, labels, weight = xs, ys, torch.ones_like(ys, dtype=pl.weight.dtype)
+        else:  # one source and one target image (MIC asserts a batch of 2 + 2)
+            images = torch.cat([xs[:1], xt[:1]])
+            labels = torch.cat([ys[:1], pl.labels[:1]])
+            weight = torch.cat([torch.ones_like(pl.weight[:1]), pl.weight[:1]])
+        if s.mic_mode.endswith("aug"):
+            images = self.augment(images)
+        return images * block_mask(images, s.mic_mask_ratio, s.mic_block_size), labels, weight
+
+    def masked_target_loss(self, network: nn.Module, xs, ys, xt,
+                           pl: PseudoLabels) -> torch.Tensor:
+        images, labels, weight = self.masked_batch(xs, ys, xt, pl)
+        return self.settings.mic_lambda * weighted_cross_entropy(network(images), labels, weight,
+                                                                 self.ignore_value)
 
     def student_losses(self, student: SegmentationNetwork, xs, ys, xt, pl: PseudoLabels,
                        stages: LossStages, suffix: str = "") -> "MixedTarget":
@@ -236,7 +295,7 @@ class SelfTrainingUDA(UDASegmentor):
                                                               self.ignore_value)})
         mixed.logits = logits.detach()
         if self.settings.mic_lambda > 0:
-            stages.add({"loss_mic": self.masked_target_loss(student, xt, pl)})
+            stages.add({"loss_mic": self.masked_target_loss(student, xs, ys, xt, pl)})
         return mixed
 
     def training_losses(self, source: List[dict], target: List[dict], iteration: int,
