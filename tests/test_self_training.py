@@ -1,20 +1,19 @@
-"""SelfTrainingUDA: which networks learn, the teacher's modes, exact resume, two processes."""
+"""SelfTrainingUDA: which networks learn, the teacher's modes, exact resume (several
+processes: test_distributed.py)."""
 import os
 
 import pytest
 import torch
 from torch import nn
 
-from detectron2.engine import HookBase, launch
+from detectron2.engine import HookBase
 from detectron2.modeling import build_model
-from detectron2.utils import comm
 from detectron2.utils.env import seed_all_rng
 from detectron2.utils.events import EventStorage
 
-from duda_d2 import load_config
 from duda_d2.engine import UDATrainer
 from duda_d2.modeling.meta_arch.self_training import teacher_mode
-from helpers import REPO, config
+from helpers import config
 
 CONFIG = "configs/baselines/self_training_synthetic.yaml"
 SMALL = ["MODEL.SEM_SEG_HEAD.EMBED_DIM", 32, "INPUT.CROP.SIZE", (32, 32),
@@ -92,29 +91,6 @@ def test_resume_after_a_crash_ends_with_the_same_weights(synthetic_root, tmp_pat
     assert set(resumed) == set(reference) and any(k.startswith("teacher.") for k in reference)
     for key in reference:
         torch.testing.assert_close(resumed[key], reference[key], rtol=0, atol=0, msg=key)
-
-
-def _two_process_worker(out):
-    cfg = load_config(os.path.join(REPO, CONFIG), SMALL + [
-        "SOLVER.MAX_ITER", 2, "OUTPUT_DIR", out, "MODEL.DEVICE", "cpu"])
-    trainer = UDATrainer(cfg)
-    trainer.resume_or_load(resume=False)
-    trainer.train()
-    model = trainer.model
-    teacher = torch.cat([p.flatten() for p in model.teacher.parameters()])
-    student = torch.cat([p.flatten() for p in model.network.parameters()])
-    gathered = comm.all_gather((teacher, student))
-    if comm.is_main_process():
-        torch.save(gathered, os.path.join(out, "gathered.pth"))
-
-
-def test_two_cpu_processes_keep_identical_teachers(synthetic_root, tmp_path):
-    out = str(tmp_path / "ddp")
-    os.makedirs(out)
-    launch(_two_process_worker, 2, dist_url="auto", args=(out,))
-    (t0, s0), (t1, s1) = torch.load(os.path.join(out, "gathered.pth"), weights_only=False)
-    torch.testing.assert_close(t0, t1, rtol=0, atol=0)
-    torch.testing.assert_close(s0, s1, rtol=0, atol=0)
 
 
 def test_debug_panels_reach_the_event_storage():

@@ -11,7 +11,8 @@ from detectron2.utils.env import seed_all_rng
 from detectron2.utils.events import EventStorage
 
 from duda_d2.engine import UDATrainer
-from duda_d2.engine.train_step import _buckets, amp_dtype
+from duda_d2.engine.distributed import _buckets
+from duda_d2.engine.train_step import amp_dtype
 from helpers import config
 from test_duda import CONFIG as DUDA_CONFIG
 from test_duda import TINY

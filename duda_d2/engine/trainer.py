@@ -1,7 +1,7 @@
 """``UDATrainer``: Detectron2's ``DefaultTrainer`` with this plugin's data, solver, evaluator,
 atomic checkpoints, and a training step (``UDATrainStep``) that back-propagates each network's
-losses as soon as they are complete and averages gradients itself across processes (CUDA or
-CPU/gloo)."""
+losses as soon as they are complete; with several processes (CUDA/NCCL or CPU/gloo) each
+trainable network runs in PyTorch's DistributedDataParallel."""
 from __future__ import annotations
 
 import logging
@@ -20,7 +20,8 @@ from ..evaluation import UDASemSegEvaluator
 from . import solver
 from .checkpoint import AtomicCheckpointer
 from .hooks import DebugPanelHook, SeedEachIterationHook
-from .train_step import UDATrainStep, amp_dtype, broadcast_state
+from .distributed import broadcast_state, convert_sync_batchnorm, wrap_trainable_networks
+from .train_step import UDATrainStep, amp_dtype
 
 __all__ = ["UDATrainer"]
 
@@ -33,9 +34,12 @@ class UDATrainer(DefaultTrainer):
             setup_logger()
         cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
         model = self.build_model(cfg)
+        if cfg.MODEL.SYNC_BN:
+            convert_sync_batchnorm(model, cfg.MODEL.DEVICE)
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
-        broadcast_state(model)  # what DDP would do; UDATrainStep averages the gradients
+        broadcast_state(model)  # one model on every process, frozen networks included
+        wrap_trainable_networks(model, find_unused_parameters=cfg.SOLVER.DDP_FIND_UNUSED_PARAMETERS)
         amp = amp_dtype(cfg.SOLVER.AMP.PRECISION) if cfg.SOLVER.AMP.ENABLED else None
         self._trainer = UDATrainStep(model, data_loader, optimizer, amp=amp,
                                      backward_per_stage=cfg.SOLVER.BACKWARD_PER_STAGE)

@@ -30,13 +30,11 @@ class SegmentationNetwork(nn.Module):
         self.backbone = backbone
         self.head = head
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone(images))
-
-    def forward_with_features(self, images: torch.Tensor):
-        """(logits, backbone features) from one pass, for losses on the features."""
+    def forward(self, images: torch.Tensor, with_features: bool = False):
+        """Logits, or (logits, backbone features) from one pass for losses on the features."""
         features = self.backbone(images)
-        return self.head(features), features
+        logits = self.head(features)
+        return (logits, features) if with_features else logits
 
     @property
     def size_divisibility(self) -> int:

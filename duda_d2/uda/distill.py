@@ -1,15 +1,15 @@
 """Knowledge distillation and inconsistency class weights for the small student."""
 from __future__ import annotations
 
-
+from typing import Callable, Optional
 
 import torch
 from torch.nn import functional as F
 
 from .losses import upsample_logits
 
-__all__ = ["pixel_kl", "weighted_kd", "class_disagreement", "InconsistencyWeights",
-           "label_weights"]
+__all__ = ["pixel_kl", "weighted_kd", "class_overlap_counts", "class_disagreement",
+           "InconsistencyWeights", "label_weights"]
 
 
 def pixel_kl(teacher_logits: torch.Tensor, student_logits: torch.Tensor,
@@ -40,14 +40,28 @@ def label_weights(class_weights: torch.Tensor, labels: torch.Tensor,
                        torch.ones((), device=labels.device, dtype=class_weights.dtype))
 
 
-def class_disagreement(prediction: torch.Tensor, reference: torch.Tensor, num_classes: int,
-                       ignore_index: int = 255):
-    """Per class ``1 - IoU(prediction, reference)`` and which classes occur in either map."""
+def class_overlap_counts(prediction: torch.Tensor, reference: torch.Tensor, num_classes: int,
+                         ignore_index: int = 255) -> torch.Tensor:
+    """(2, num_classes) per-class intersection and union pixel counts of two label maps."""
     valid = reference != ignore_index
     pred, ref = prediction[valid].long(), reference[valid].long()
     inter = torch.bincount(pred[pred == ref], minlength=num_classes).float()
     union = (torch.bincount(pred, minlength=num_classes)
              + torch.bincount(ref, minlength=num_classes)).float() - inter
+    return torch.stack([inter, union])
+
+
+def class_disagreement(prediction: torch.Tensor, reference: torch.Tensor, num_classes: int,
+                       ignore_index: int = 255,
+                       sum_counts: Optional[Callable[[torch.Tensor], torch.Tensor]] = None):
+    """Per class ``1 - IoU(prediction, reference)`` and which classes occur in either map.
+
+    ``sum_counts`` sums the intersection/union counts in place over processes first, so
+    that every process computes the IoU of the global batch."""
+    counts = class_overlap_counts(prediction, reference, num_classes, ignore_index)
+    if sum_counts is not None:
+        sum_counts(counts)
+    inter, union = counts
     present = union > 0
     return 1.0 - inter / union.clamp(min=1), present
 
@@ -68,9 +82,12 @@ class InconsistencyWeights:
 
     @torch.no_grad()
     def update(self, prediction: torch.Tensor, reference: torch.Tensor,
-               ignore_index: int = 255) -> None:
+               ignore_index: int = 255,
+               sum_counts: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> None:
+        """One batch's ``1 - IoU`` into the EMA; ``sum_counts`` (e.g. an all-reduce) makes
+        the IoU that of the global batch when several processes train."""
         u, present = class_disagreement(prediction, reference, len(self.disagreement),
-                                        ignore_index)
+                                        ignore_index, sum_counts)
         first = present & ~self.seen
         old = present & self.seen
         self.disagreement[first] = u[first]

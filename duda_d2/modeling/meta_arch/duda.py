@@ -22,6 +22,7 @@ from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.utils.events import get_event_storage
 
 from ...uda.distill import InconsistencyWeights, label_weights, weighted_kd
+from ...uda.distributed import sum_across_processes
 from ...uda.losses import weighted_cross_entropy
 from ...uda.pseudo_label import PseudoLabels, ensemble_logits, pseudo_labels
 from ...uda.schedule import SCHEDULES, distill_beta
@@ -164,6 +165,9 @@ class DUDA(SelfTrainingUDA):
             self.inconsistency.seen = self.class_seen
         return result
 
+    def trainable_networks(self) -> List[SegmentationNetwork]:
+        return [self.network, self.large_student]
+
     # ------------------------------------------------------------------ inference
     def inference_network(self) -> nn.Module:
         return {"small_student": self.network, "large_student": self.large_student,
@@ -203,13 +207,15 @@ class DUDA(SelfTrainingUDA):
         """Source CE (one stage), then mixed-target CE weighted ``1 - β`` and KD weighted ``β``
         (a second stage: they share the small student's mixed-batch pass)."""
         d, small = self.distillation, self.network
-        stages.add({"loss_src_small": weighted_cross_entropy(small(xs), ys,
+        source_logits = self.passes(small, xs, last=False)
+        stages.add({"loss_src_small": weighted_cross_entropy(source_logits, ys,
                                                              ignore_index=self.ignore_value)})
-        mix_logits = small(mixed.images)
         clean_target_kd = beta > 0 and (d.ema_teacher_weight > 0 or any(
             w > 0 for w in d.extra_teacher_weights))
+        # The mixed and clean-target passes share one backward: the last of them reduces.
+        mix_logits = self.passes(small, mixed.images, last=not clean_target_kd)
         if clean_target_kd:
-            target_logits = small(xt)
+            target_logits = self.passes(small, xt, last=True)
         elif d.inconsistency_gamma > 0:
             with torch.no_grad():
                 target_logits = small(xt)
@@ -219,7 +225,8 @@ class DUDA(SelfTrainingUDA):
             prediction = torch.nn.functional.interpolate(
                 target_logits.detach(), size=pl.labels.shape[-2:], mode="bilinear",
                 align_corners=False).argmax(1)
-            self.inconsistency.update(prediction, pl.labels, self.ignore_value)
+            self.inconsistency.update(prediction, pl.labels, self.ignore_value,
+                                      sum_counts=sum_across_processes)
         c = self.inconsistency.weights()
         c_mix = label_weights(c, mixed.labels, self.ignore_value)
         loss_tgt = (1 - beta) * weighted_cross_entropy(

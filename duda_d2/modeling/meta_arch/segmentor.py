@@ -21,6 +21,7 @@ from ...uda.losses import weighted_cross_entropy
 from ..inference import slide_inference, whole_inference
 from ..network import SegmentationNetwork, build_segmentation_network
 from .loss_stages import Backward, LossStages
+from .training_passes import TrainingPasses
 
 __all__ = ["UDASegmentor", "InferenceSettings", "batch_images", "batch_targets"]
 
@@ -78,6 +79,8 @@ class UDASegmentor(nn.Module):
         self.pixel_statistics = (list(pixel_mean), list(pixel_std))  # plain floats
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
+        # Training passes of the trainable networks (through DDP with several processes).
+        self.passes = TrainingPasses()
 
     @classmethod
     def from_config(cls, cfg) -> dict:
@@ -94,6 +97,10 @@ class UDASegmentor(nn.Module):
     def device(self) -> torch.device:
         return self.pixel_mean.device
 
+    def trainable_networks(self) -> List[SegmentationNetwork]:
+        """The networks that learn by gradient descent (each gets its own DDP wrapper)."""
+        return [self.network]
+
     def forward(self, batched_inputs: List[dict], backward: Optional[Backward] = None):
         """Training: the loss dict; with ``backward`` (see ``LossStages``) the losses are
         already back-propagated and returned detached. Inference: per-image logits."""
@@ -101,7 +108,7 @@ class UDASegmentor(nn.Module):
                               self.network.size_divisibility)
         if self.training:
             targets = batch_targets(batched_inputs, images, self.ignore_value)
-            logits = self.network(images.tensor)
+            logits = self.passes(self.network, images.tensor, last=True)
             stages = LossStages(backward)
             stages.add({"loss_sem_seg": weighted_cross_entropy(logits, targets,
                                                                ignore_index=self.ignore_value)})

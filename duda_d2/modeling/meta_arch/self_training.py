@@ -242,7 +242,7 @@ class SelfTrainingUDA(UDASegmentor):
     def source_losses(self, network: SegmentationNetwork, xs: torch.Tensor, ys: torch.Tensor,
                       imnet_backbone: Optional[nn.Module]) -> Dict[str, torch.Tensor]:
         """Cross-entropy on source labels, and FD against the frozen ImageNet backbone."""
-        logits, features = network.forward_with_features(xs)
+        logits, features = self.passes(network, xs, last=False, with_features=True)
         losses = {"loss_src": weighted_cross_entropy(logits, ys, ignore_index=self.ignore_value)}
         if imnet_backbone is not None:
             name = list(features)[-1]
@@ -278,7 +278,8 @@ class SelfTrainingUDA(UDASegmentor):
     def masked_target_loss(self, network: nn.Module, xs, ys, xt,
                            pl: PseudoLabels) -> torch.Tensor:
         images, labels, weight = self.masked_batch(xs, ys, xt, pl)
-        return self.settings.mic_lambda * weighted_cross_entropy(network(images), labels, weight,
+        logits = self.passes(network, images, last=True)
+        return self.settings.mic_lambda * weighted_cross_entropy(logits, labels, weight,
                                                                  self.ignore_value)
 
     def student_losses(self, student: SegmentationNetwork, xs, ys, xt, pl: PseudoLabels,
@@ -290,11 +291,12 @@ class SelfTrainingUDA(UDASegmentor):
         source = self.source_losses(student, xs, ys, self.imnet_backbone)
         stages.add({names.get(k, k): v for k, v in source.items()})
         mixed = self.mixed_batch(xs, ys, xt, pl)
-        logits = student(mixed.images)
+        mic = self.settings.mic_lambda > 0
+        logits = self.passes(student, mixed.images, last=not mic)
         stages.add({names["loss_tgt"]: weighted_cross_entropy(logits, mixed.labels, mixed.weight,
                                                               self.ignore_value)})
         mixed.logits = logits.detach()
-        if self.settings.mic_lambda > 0:
+        if mic:
             stages.add({"loss_mic": self.masked_target_loss(student, xs, ys, xt, pl)})
         return mixed
 
