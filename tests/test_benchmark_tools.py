@@ -47,6 +47,19 @@ def test_benchmark_train_times_each_config_in_its_own_process(synthetic_root, tm
     assert result["peak_mib"] >= result["after_build_mib"] > 0
 
 
+def test_benchmark_train_compares_one_and_two_processes(synthetic_root, tmp_path, capsys):
+    out = str(tmp_path / "bench")
+    assert benchmark_train.main([
+        "--config-file", ST, "--processes", "1", "2", "--crop", "32", "--rounds", "1",
+        "--steps", "1", "--warmup", "0", "--output-dir", out, "--opts", *TINY]) == 0
+    printed = capsys.readouterr().out
+    assert f"| {ST} [1 proc]" in printed and f"| {ST} [2 proc]" in printed
+    one, two = (json.load(open(os.path.join(out, f"round0_config{i}.json"))) for i in (0, 1))
+    assert one["processes"] == 1 and two["processes"] == 2
+    assert two["images_per_step"] == one["images_per_step"] == 4  # the same global batch
+    assert two["peak_mib"] > 0 and len(two["times"]) == 1
+
+
 def _run(miou, seconds=0.5):
     return {"sem_seg/mIoU": miou, "sem_seg/IoU-road": miou + 1, "seconds_per_iter": seconds}
 

@@ -5,7 +5,8 @@
         --config-file configs/baselines/self_training_gta2cs.yaml \
         --config-file configs/duda_gta2cs.yaml \
         --config-file configs/duda_gta2cs.yaml SOLVER.BACKWARD_PER_STAGE False \
-        [--crop 256] [--batch 2] [--warmup 1] [--steps 3] [--rounds 3] [--opts KEY VALUE ...]
+        [--crop 256] [--batch 2] [--warmup 1] [--steps 3] [--rounds 3] [--processes 1 2]
+        [--opts KEY VALUE ...]
 
 Each ``--config-file`` may be followed by ``KEY VALUE`` overrides of its own; ``--opts`` apply
 to all. By default every config trains on the embedded synthetic data (resized so that
@@ -17,6 +18,12 @@ machine noise, and each process's peak memory is its own: CUDA max allocated on 
 RSS on the CPU. Prints per config: median seconds per step (min/median/max of the rounds'
 medians), images per second (source + target images), peak memory, and both ratios to the
 first config.
+
+``--processes 1 2`` runs every config with each number of training processes (Detectron2's
+``launch``: gloo on the CPU, NCCL on GPUs; each trainable network in its own DDP) at the same
+*global* batch, so the rows compare one process with data-parallel training. On the CPU the
+cores are shared out between the processes (``torch.set_num_threads``); the memory column is
+then the sum over the processes (each its own peak RSS), on GPUs the largest process's.
 """
 from __future__ import annotations
 
@@ -52,7 +59,8 @@ def benchmark_config(config_file: str, opts: List[str], args) -> "object":
     cuda = torch.cuda.is_available()
     defaults = [
         "MODEL.DEVICE", "cuda" if cuda else "cpu", "MODEL.WEIGHTS", "",
-        "MODEL.BACKBONE.WEIGHTS", "", "INPUT.CROP.SIZE", (crop, crop),
+        "MODEL.BACKBONE.WEIGHTS", "", "MODEL.UDA.FD_RANDOM_REFERENCE", True,
+        "INPUT.CROP.SIZE", (crop, crop),
         "INPUT.SOURCE_SIZE", resize, "INPUT.TARGET_SIZE", resize,
         "SOLVER.IMS_PER_BATCH", args.batch, "DATALOADER.SOURCE_IMS_PER_BATCH", args.batch,
         "DATALOADER.TARGET_IMS_PER_BATCH", args.batch,
@@ -76,9 +84,11 @@ def benchmark_config(config_file: str, opts: List[str], args) -> "object":
 
 
 def worker(config_file: str, opts: List[str], args) -> Dict:
-    """Build the trainer, run warm-up then timed steps; step times and peak memory."""
+    """Build the trainer, run warm-up then timed steps; step times and peak memory (one
+    training process of ``args.processes_run``)."""
     import torch
 
+    from detectron2.utils import comm
     from detectron2.utils.env import seed_all_rng
     from detectron2.utils.events import EventStorage
     from detectron2.utils.logger import setup_logger
@@ -88,6 +98,8 @@ def worker(config_file: str, opts: List[str], args) -> Dict:
 
     setup_logger(name="fvcore", output=None).setLevel("WARNING")
     cfg = benchmark_config(config_file, opts, args)
+    if args.processes_run > 1 and cfg.MODEL.DEVICE == "cpu":
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // args.processes_run))
     seed_all_rng(0)
     trainer = UDATrainer(cfg)
     step = trainer._trainer
@@ -111,9 +123,23 @@ def worker(config_file: str, opts: List[str], args) -> Dict:
     images = cfg.DATALOADER.SOURCE_IMS_PER_BATCH + (
         cfg.DATALOADER.TARGET_IMS_PER_BATCH if getattr(trainer.model, "uses_target_data", False)
         else 0)
-    return {"times": times, "images_per_step": images, "after_build_mib": after_build,
-            "peak_mib": peak_memory_mib(device),
-            "kind": "CUDA max allocated" if cuda else "peak RSS"}
+    # Memory of all processes: RSS adds up on one machine; a GPU holds one process each.
+    merge = max if cuda else sum
+    peaks = comm.all_gather((after_build, peak_memory_mib(device)))
+    return {"times": times, "images_per_step": images,
+            "after_build_mib": merge(p[0] for p in peaks), "peak_mib": merge(p[1] for p in peaks),
+            "kind": "CUDA max allocated" if cuda else "peak RSS",
+            "processes": args.processes_run}
+
+
+def worker_process(config_file: str, opts: List[str], args) -> None:
+    """One training process: measure, and rank 0 writes the result."""
+    from detectron2.utils import comm
+
+    result = worker(config_file, opts, args)
+    if comm.is_main_process():
+        with open(args.worker_out, "w") as f:
+            json.dump(result, f)
 
 
 def run_child(config_file: str, opts: List[str], args, out: str) -> Dict:
@@ -121,7 +147,7 @@ def run_child(config_file: str, opts: List[str], args, out: str) -> Dict:
            "--config-file", config_file, *opts, "--crop", str(args.crop), "--batch",
            str(args.batch), "--warmup", str(args.warmup), "--steps", str(args.steps),
            "--iteration", str(args.iteration), "--workers", str(args.workers),
-           "--output-dir", args.output_dir]
+           "--output-dir", args.output_dir, "--processes-run", str(args.processes_run)]
     if args.real_data:
         cmd.append("--real-data")
     if args.opts:
@@ -173,6 +199,9 @@ def parse_args(argv=None):
     parser.add_argument("--real-data", action="store_true",
                         help="the configs' own datasets and weight files")
     parser.add_argument("--output-dir", default="output/benchmark_train")
+    parser.add_argument("--processes", type=int, nargs="+", default=[1],
+                        help="numbers of training processes to run each config with")
+    parser.add_argument("--processes-run", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[],
                         help="KEY VALUE overrides for every config (last on the line)")
     parser.add_argument("--worker-out", help=argparse.SUPPRESS)
@@ -182,17 +211,21 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.worker_out:
+        from detectron2.engine import launch
+
         (config_file, *opts), = args.config_file
-        result = worker(config_file, opts, args)
-        with open(args.worker_out, "w") as f:
-            json.dump(result, f)
+        launch(worker_process, args.processes_run, dist_url="auto",
+               args=(config_file, opts, args))
         return 0
     os.makedirs(args.output_dir, exist_ok=True)
-    names = [" ".join(entry) for entry in args.config_file]
+    entries = [(entry, p) for entry in args.config_file for p in args.processes]
+    names = [" ".join(entry) + (f" [{p} proc]" if len(args.processes) > 1 else "")
+             for entry, p in entries]
     runs: Dict[str, List[Dict]] = {name: [] for name in names}
     for r in range(args.rounds):
-        for i, (config_file, *opts) in enumerate(args.config_file):
+        for i, ((config_file, *opts), processes) in enumerate(entries):
             out = os.path.join(args.output_dir, f"round{r}_config{i}.json")
+            args.processes_run = processes
             result = run_child(config_file, opts, args, out)
             runs[names[i]].append(result)
             print(f"[benchmark_train] round {r} {names[i]}: "

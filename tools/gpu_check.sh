@@ -3,7 +3,10 @@
 #  1. tools/benchmark_train.py at 512x512 crops, batch 2+2, AMP: self-training with the
 #     MiT-B5/DAFormer pair vs DUDA (same pair + MiT-B0 student), per-stage backward on and off;
 #  2. a short real-size DUDA training (512 crops, AMP) on the synthetic data, evaluated;
-#     prints its seconds per iteration and CUDA max memory.
+#     prints its seconds per iteration and CUDA max memory;
+#  3. several processes: with >= 2 GPUs, benchmark_train.py with 1 and 2 processes (NCCL,
+#     DistributedDataParallel per network) with and without MODEL.SYNC_BN; with one GPU, a
+#     short MODEL.SYNC_BN training in one process (the SyncBatchNorm path, CUDA only).
 # Weight files are not needed (random initialisation); the synthetic data is generated if
 # missing. Usage: tools/gpu_check.sh [PRECISION=bfloat16|float16] [ITERS=100]
 set -euo pipefail
@@ -35,6 +38,7 @@ rm -rf "$OUT"
   DATASETS.TARGET_TRAIN '("synthetic_uda_target_train",)' \
   DATASETS.TEST '("synthetic_uda_target_val",)' DATALOADER.RCS.ENABLED False \
   MODEL.BACKBONE.WEIGHTS '' MODEL.DUDA.LARGE_NETWORK_OPTS "['MODEL.BACKBONE.WEIGHTS', '']" \
+  MODEL.UDA.FD_RANDOM_REFERENCE True \
   INPUT.CROP.SIZE '(512, 512)' INPUT.SOURCE_SIZE '(512, 683)' INPUT.TARGET_SIZE '(512, 683)' \
   INPUT.TEST_SIZE '(512, 683)' SOLVER.MAX_ITER "$ITERS" SOLVER.CHECKPOINT_PERIOD "$ITERS" \
   MODEL.DUDA.PRE_ADAPTATION_ITERS 20 MODEL.DUDA.RAMP_ITERS 20 TEST.EVAL_PERIOD 0 \
@@ -51,3 +55,22 @@ print(f"max CUDA memory {max(mem) if mem else 'n/a'} MiB (Detectron2's max_mem)"
 print("small-student target mIoU after", final.get("iteration"), "iterations:",
       round(final.get("sem_seg/mIoU", float("nan")), 1))
 PYEOF
+
+echo "== 3. several processes (DDP per trainable network, MODEL.SYNC_BN)"
+NGPU=$("$PY" -c "import torch; print(torch.cuda.device_count())")
+if [ "$NGPU" -ge 2 ]; then
+  "$PY" tools/benchmark_train.py --crop 512 --batch 2 --warmup 3 --steps 10 --rounds 1 \
+    --processes 1 2 --output-dir output/gpu_check/benchmark_ddp \
+    --config-file configs/duda_gta2cs.yaml \
+    --config-file configs/duda_gta2cs.yaml MODEL.SYNC_BN True \
+    --opts "${AMP[@]}"
+else
+  echo "one GPU: the 2-process comparison needs two; SyncBatchNorm path in one process"
+  OUT=output/gpu_check/sync_bn
+  rm -rf "$OUT"
+  "$PY" tools/train_net.py --config-file configs/demo/duda_synthetic.yaml MODEL.DEVICE cuda \
+    MODEL.SYNC_BN True SOLVER.MAX_ITER 20 DATALOADER.NUM_WORKERS 2 OUTPUT_DIR "$OUT" \
+    > "$OUT.log" 2>&1 || { tail -40 "$OUT.log"; exit 1; }
+  grep -o "sem_seg/mIoU[^,]*" "$OUT/metrics.json" | tail -1 || true
+  echo "SyncBatchNorm training: ok"
+fi
