@@ -176,7 +176,7 @@ def add_duda_config(cfg: CN) -> CN:
 
     # ---------------------------------------------------------------- input
     # Every image of a domain is first resized to this fixed (height, width); (0, 0) keeps the
-    # file's size. UDA benchmarks use GTA5 (720, 1280), SYNTHIA (760, 1280), Cityscapes
+    # file's size. UDA benchmarks use GTA5 (704, 1280), SYNTHIA (760, 1280), Cityscapes
     # (512, 1024), ACDC / Dark Zurich (540, 960). Random crops (INPUT.CROP) follow the resize.
     cfg.INPUT.SOURCE_SIZE = (0, 0)
     cfg.INPUT.TARGET_SIZE = (0, 0)

@@ -43,7 +43,8 @@ def test_class_mix_batch_pool_frequencies():
 
 # ------------------------------------------------------------------ strong augmentation
 def _changed(aug, x, seed):
-    out = aug(x, torch.Generator().manual_seed(seed))
+    torch.manual_seed(seed)
+    out = aug(x)
     return [not torch.allclose(o, i, atol=1e-4) for o, i in zip(out, x)]
 
 
@@ -58,6 +59,19 @@ def test_augmentation_coins_are_flipped_once_per_batch_as_dacs():
     assert any(len(set(_changed(per_image, x, seed))) == 2 for seed in range(40))
     with pytest.raises(ValueError, match="coin"):
         StrongAugmentation([0.0] * 3, [1.0] * 3, coin="pixel")
+
+
+def test_colour_jitter_adds_brightness_as_kornias_original_jitter():
+    # Brightness only: kornia 0.5's ColorJitter, as DACS calls it, *adds* factor - 1 to the
+    # [0, 1] image (the same shift at every intensity); torchvision's multiplies by it.
+    aug = StrongAugmentation([0.0] * 3, [255.0] * 3, jitter_p=1.0, blur_p=0.0)
+    aug._jitter = type(aug._jitter)(brightness=0.2, p=1.0)
+    shifts = []
+    for value in (0.3, 0.6):
+        image = torch.full((1, 3, 4, 4), value)
+        torch.manual_seed(5)  # the same factor for both
+        shifts.append((aug(image) - image).mean().item())  # std 255: normalised = [0, 1]
+    assert shifts[0] == pytest.approx(shifts[1], abs=1e-5) and 0 < abs(shifts[0]) <= 0.2
 
 
 @pytest.mark.parametrize("length", [8, 32, 96, 100, 110, 512, 1024])

@@ -19,7 +19,12 @@ def is_head_parameter(name: str) -> bool:
 
 def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
     """AdamW (or SGD) with weight decay ``SOLVER.WEIGHT_DECAY``, ``WEIGHT_DECAY_NORM`` on
-    normalisation layers, ``WEIGHT_DECAY_BIAS`` on biases, and the head lr multiplier."""
+    normalisation layers, ``WEIGHT_DECAY_BIAS`` on biases, and the head lr multiplier.
+
+    Deliberate difference: DAFormer/MIC zero the decay of parameters whose *name* contains
+    ``norm`` (the MiT encoder's LayerNorms), which leaves the decoder's BatchNorms (named
+    ``bn``) at 0.01; Detectron2's ``WEIGHT_DECAY_NORM`` applies to every normalisation layer by
+    type. The decoder's BatchNorm weights are a few thousand of 85 M parameters."""
     head_mult = cfg.SOLVER.HEAD_LR_MULTIPLIER
     params = get_default_optimizer_params(
         model,
