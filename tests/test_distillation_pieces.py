@@ -58,8 +58,8 @@ def test_disagreement_is_one_minus_iou():
 
 
 def test_inconsistency_weights_follow_the_formula_with_ema_clip_and_renorm():
-    state = InconsistencyWeights(torch.zeros(4), torch.zeros(4, dtype=torch.bool), gamma=1.0,
-                                 momentum=0.5, clip=(0.5, 3.0))
+    state = InconsistencyWeights(4, gamma=1.0, momentum=0.5, clip=(0.5, 3.0))
+    assert set(state.state_dict()) == {"disagreement", "seen"}  # its own checkpointed state
     assert state.weights().tolist() == [1.0] * 4  # nothing seen yet
     # batch 1: class 0 perfect (u=0), class 1 half (u=0.5 ... computed below), class 2 wrong.
     pred = torch.tensor([[0, 0, 1, 1, 1, 1]])
@@ -77,8 +77,9 @@ def test_inconsistency_weights_follow_the_formula_with_ema_clip_and_renorm():
     # batch 2: everything right -> u moves half-way to 0 (momentum 0.5) for present classes
     state.update(ref, ref)
     assert state.disagreement[:3].tolist() == pytest.approx([0.0, 0.25, 0.5])
-    off = InconsistencyWeights(state.disagreement, state.seen, gamma=0.0)
-    assert off.weights().tolist() == [1.0] * 4
+    off = InconsistencyWeights(4, gamma=0.0)
+    off.load_state_dict(state.state_dict())
+    assert not off.enabled and off.weights().tolist() == [1.0] * 4
 
 
 def test_pseudo_labels_from_several_teachers_use_the_weighted_mean_probability():

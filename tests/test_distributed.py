@@ -60,11 +60,11 @@ def test_two_processes_hold_one_model_and_evaluate_like_one(synthetic_root, tmp_
     rank0, rank1 = _launch(["--config-file", config_file, "OUTPUT_DIR", out, *DUDA_TINY], out)
     # Parameters, EMA teacher, FD reference, BatchNorm statistics of all three networks and
     # the inconsistency state: identical on both processes.
-    assert set(rank0) == set(rank1) and "class_disagreement" in rank0
+    assert set(rank0) == set(rank1) and "distillation.inconsistency.disagreement" in rank0
     assert any(k.endswith("running_mean") for k in rank0)
     for key in rank0:
         torch.testing.assert_close(rank0[key], rank1[key], rtol=0, atol=0, msg=key)
-    assert rank0["class_seen"].any()
+    assert rank0["distillation.inconsistency.seen"].any()
     # The 2-process in-training evaluation equals a 1-process --eval-only of model_final.pth.
     results = train_net.main(train_net.default_argument_parser().parse_args([
         "--config-file", config_file, "--eval-only", "MODEL.WEIGHTS",

@@ -11,6 +11,7 @@ from detectron2.utils.events import EventStorage
 
 from duda_d2.engine import UDATrainer
 from helpers import config
+from test_self_training import start_iteration
 
 CONFIG = "configs/demo/duda_synthetic.yaml"
 TINY = ["MODEL.SEM_SEG_HEAD.EMBED_DIM", 16, "INPUT.CROP.SIZE", (32, 32),
@@ -34,6 +35,8 @@ def _batch(n, labelled=True):
 
 def _step(model, iteration):
     with EventStorage(iteration) as storage:
+        storage.put_scalar("ema_alpha", start_iteration(model, iteration))
+        storage.put_scalar("distill_beta", model.distillation.beta)
         model.zero_grad(set_to_none=True)
         losses = model((_batch(2), _batch(2, labelled=False)))
         sum(losses.values()).backward()
@@ -52,33 +55,35 @@ def test_stages_losses_and_gradients():
                            "loss_tgt_small", "loss_kd"}
     assert logged["distill_beta"][0] == 0.0 and losses["loss_kd"].item() == 0.0
     assert {"pseudo_quality", "ema_alpha", "inconsistency_max"} <= set(logged)
-    assert all(_has_grad(model.large_student)) and all(_has_grad(model.network))
-    assert all(p.grad is None and not p.requires_grad for p in model.teacher.parameters())
+    assert all(_has_grad(model.large_pair.student)) and all(_has_grad(model.small_student))
+    assert all(p.grad is None and not p.requires_grad
+               for p in model.large_pair.teacher.parameters())
     # Ramp (t=2 of pre 1 + ramp 2): beta 0.5, KD on.
     losses, logged = _step(model, 2)
     assert logged["distill_beta"][0] == pytest.approx(0.5) and losses["loss_kd"].item() > 0
-    assert all(p.grad is None for p in model.teacher.parameters())
+    assert all(p.grad is None for p in model.large_pair.teacher.parameters())
     # The inconsistency state moved and its weights average 1 over seen classes.
-    c = model.inconsistency.weights()
-    assert model.class_seen.any() and c[model.class_seen].mean() == pytest.approx(1.0)
+    inconsistency = model.distillation.inconsistency
+    c = inconsistency.weights()
+    assert inconsistency.seen.any() and c[inconsistency.seen].mean() == pytest.approx(1.0)
 
 
 def test_frozen_large_pair_gets_no_gradient_and_a_fixed_teacher():
     model = build_model(config(CONFIG, *TINY, "MODEL.DUDA.FREEZE_LARGE_AFTER_PRE_ADAPTATION",
                                True)).train()
     _step(model, 0)
-    teacher_before = [p.clone() for p in model.teacher.parameters()]
-    buffers_before = {k: v.clone() for k, v in model.large_student.state_dict().items()}
+    teacher_before = [p.clone() for p in model.large_pair.teacher.parameters()]
+    buffers_before = {k: v.clone() for k, v in model.large_pair.student.state_dict().items()}
     losses, logged = _step(model, 3)  # >= pre + ramp: frozen
     assert set(losses) == {"loss_src_small", "loss_tgt_small", "loss_kd"}
     assert logged["ema_alpha"][0] == 1.0  # the frozen teacher is not averaged any more
-    assert not any(_has_grad(model.large_student)) and all(_has_grad(model.network))
-    for before, after in zip(teacher_before, model.teacher.parameters()):
+    assert not any(_has_grad(model.large_pair.student)) and all(_has_grad(model.small_student))
+    for before, after in zip(teacher_before, model.large_pair.teacher.parameters()):
         assert torch.equal(before, after)
     # Its no-grad pass on the mix runs in teacher mode: BatchNorm statistics untouched.
-    for key, value in model.large_student.state_dict().items():
+    for key, value in model.large_pair.student.state_dict().items():
         assert torch.equal(value, buffers_before[key]), key
-    assert model.large_student.training  # and its modes are restored afterwards
+    assert model.large_pair.student.training  # and its modes are restored afterwards
 
 
 def test_extra_frozen_teacher_from_a_trained_checkpoint(tmp_path):
@@ -123,8 +128,8 @@ def test_resume_is_exact_including_inconsistency_state(synthetic_root, tmp_path)
     with pytest.raises(RuntimeError):
         _train(str(tmp_path / "b"), crash=True)
     resumed = _train(str(tmp_path / "b"), resume=True)
-    assert "class_disagreement" in reference and any(k.startswith("large_student.")
-                                                     for k in reference)
+    assert "distillation.inconsistency.disagreement" in reference
+    assert any(k.startswith("large_pair.student.") for k in reference)
     for key in reference:
         torch.testing.assert_close(resumed[key], reference[key], rtol=0, atol=0, msg=key)
 
@@ -132,7 +137,7 @@ def test_resume_is_exact_including_inconsistency_state(synthetic_root, tmp_path)
 def test_evaluates_the_small_student_by_default(synthetic_root, tmp_path):
     cfg = config(CONFIG, *TINY, "MODEL.DEVICE", "cpu")
     model = build_model(cfg).eval()
-    assert model.inference_network() is model.network
+    assert model.inference_network() is model.small_student
     with torch.no_grad():
         out = model(_batch(1, labelled=False))
     assert out[0]["sem_seg"].shape == (19, 32, 32)

@@ -22,7 +22,7 @@ def _trained_duda(tmp_path):
     cfg = config(CONFIG, *TINY, "MODEL.DEVICE", "cpu")
     model = build_model(cfg).eval()
     with torch.no_grad():  # make the small student differ from a fresh initialisation
-        for p in model.network.parameters():
+        for p in model.small_student.parameters():
             p.add_(0.01 * torch.randn_like(p))
     AtomicCheckpointer(model, save_dir=str(tmp_path)).save("model_final")
     return model, str(tmp_path / "model_final.pth")
@@ -50,7 +50,7 @@ def test_exported_student_loads_as_a_plain_segmentor_and_as_torchscript(tmp_path
     large_model = build_model(large_cfg).eval()
     AtomicCheckpointer(large_model).load(large_cfg.MODEL.WEIGHTS)
     with torch.no_grad():
-        duda.distillation.inference_network = "large_student"
+        duda.distillation.settings.inference_network = "large_student"
         torch.testing.assert_close(large_model([{"image": image}])[0]["sem_seg"],
                                    duda([{"image": image}])[0]["sem_seg"])
 

@@ -26,7 +26,7 @@ def test_deeplabv2_r101_totals_43m_at_output_stride_8():
     assert {k: (s.channels, s.stride) for k, s in
             model.network.backbone.output_shape().items()} == {"res5": (2048, 8)}
     with torch.no_grad():
-        logits = model.network(torch.randn(1, 3, 64, 96))
+        logits = model.network(torch.randn(1, 3, 64, 96))["sem_seg"]
     assert logits.shape == (1, 19, 8, 12)
     # Dilations 2 and 4 replace the strides of res4 and res5.
     res4_conv = model.network.backbone.res4[1].conv2

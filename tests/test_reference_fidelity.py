@@ -15,7 +15,6 @@ from duda_d2.data import SemSegDatasetMapper
 from duda_d2.uda.augment import StrongAugmentation, blur_kernel_size
 from duda_d2.uda.losses import downscale_labels_by_purity, weighted_cross_entropy
 from duda_d2.uda.mix import class_mix_masks
-from duda_d2.uda.pseudo_label import PseudoLabels
 from helpers import config
 
 
@@ -136,21 +135,25 @@ TINY_ST = ["MODEL.SEM_SEG_HEAD.EMBED_DIM", 16, "MODEL.UDA.MIC_LAMBDA", 1.0,
 
 @pytest.mark.parametrize("mode", ["separatetrgaug", "separatetrg", "separate", "separatesrc"])
 def test_mic_masks_the_images_of_its_mode(mode):
+    from duda_d2.modeling.tasks import DenseTargets, UDABatch
+
     model = build_model(config(ST, *TINY_ST, "MODEL.UDA.MIC_MODE", mode))
     xs, xt = torch.randn(2, 3, 8, 8), torch.randn(2, 3, 8, 8)
     ys = torch.randint(0, 19, (2, 8, 8))
-    pl = PseudoLabels(torch.randint(0, 19, (2, 8, 8)), torch.full((2, 8, 8), 0.3),
-                      torch.ones(2, 8, 8), 0.3)
+    pseudo = DenseTargets({"sem_seg": torch.randint(0, 19, (2, 8, 8))}, torch.full((2, 8, 8), 0.3),
+                          0.3)
+    batch = UDABatch(xs, DenseTargets({"sem_seg": ys}), xt)
     torch.manual_seed(0)
-    images, labels, weight = model.masked_batch(xs, ys, xt, pl)
+    images, targets = model.pair.masked_batch(batch, pseudo)
+    labels, weight = targets.maps["sem_seg"], targets.weight_or_ones()
     if mode.startswith("separatetrg"):
-        assert torch.equal(labels, pl.labels) and torch.equal(weight, pl.weight)
+        assert torch.equal(labels, pseudo.maps["sem_seg"]) and torch.equal(weight, pseudo.weight)
         assert torch.allclose(images, xt, atol=1e-4) == (mode == "separatetrg")
     elif mode == "separatesrc":
         assert torch.equal(images, xs) and torch.equal(labels, ys) and (weight == 1).all()
     else:  # MIC's "separate": the first source and the first target image, not augmented
         assert torch.equal(images, torch.cat([xs[:1], xt[:1]]))
-        assert torch.equal(labels, torch.stack([ys[0], pl.labels[0]]))
+        assert torch.equal(labels, torch.stack([ys[0], pseudo.maps["sem_seg"][0]]))
         assert weight[0].eq(1).all() and weight[1].eq(0.3).all()
 
 
@@ -173,7 +176,7 @@ def test_feature_distance_without_imagenet_weights_is_an_error():
         build_model(config(ST, "MODEL.SEM_SEG_HEAD.EMBED_DIM", 16, "MODEL.UDA.FD_LAMBDA", 0.005))
     model = build_model(config(ST, "MODEL.SEM_SEG_HEAD.EMBED_DIM", 16, "MODEL.UDA.FD_LAMBDA",
                                0.005, "MODEL.UDA.FD_RANDOM_REFERENCE", True))
-    assert model.imnet_backbone is not None
+    assert model.pair.imagenet_reference is not None
     with pytest.raises(ValueError, match="LARGE_NETWORK_OPTS"):
         build_model(config("configs/demo/duda_synthetic.yaml", "MODEL.UDA.FD_LAMBDA", 0.005))
 

@@ -50,8 +50,8 @@ def test_slide_with_one_covering_window_equals_whole_image():
     model = _model().eval()
     images = torch.randn(1, 3, 64, 96)
     with torch.no_grad():
-        whole = whole_inference(model.network, images)
-        slide = slide_inference(model.network, images, (64, 96), (32, 32), 19)
+        whole = whole_inference(model.network, images)["sem_seg"]
+        slide = slide_inference(model.network, images, (64, 96), (32, 32))["sem_seg"]
     torch.testing.assert_close(slide, whole)
 
 
@@ -59,9 +59,9 @@ def test_slide_averages_overlapping_windows():
     model = _model().eval()
     images = torch.randn(1, 3, 64, 96)
     with torch.no_grad():
-        slide = slide_inference(model.network, images, (64, 64), (64, 32), 19)
-        left = whole_inference(model.network, images[..., :64])
-        right = whole_inference(model.network, images[..., 32:])
+        slide = slide_inference(model.network, images, (64, 64), (64, 32))["sem_seg"]
+        left = whole_inference(model.network, images[..., :64])["sem_seg"]
+        right = whole_inference(model.network, images[..., 32:])["sem_seg"]
     torch.testing.assert_close(slide[..., :32], left[..., :32])
     torch.testing.assert_close(slide[..., 32:64], (left[..., 32:] + right[..., :32]) / 2)
     torch.testing.assert_close(slide[..., 64:], right[..., 32:])

@@ -8,7 +8,7 @@ from duda_d2.uda.augment import StrongAugmentation
 from duda_d2.uda.ema import ema_alpha, ema_update
 from duda_d2.uda.losses import downscale_labels_by_purity, feature_distance_loss
 from duda_d2.uda.masking import block_mask
-from duda_d2.uda.mix import class_mix_masks, mix
+from duda_d2.uda.mix import class_mix_masks, mix_images, mix_maps
 from duda_d2.uda.pseudo_label import pseudo_labels
 
 
@@ -60,17 +60,17 @@ def test_class_mix_image_pool_takes_half_of_each_images_classes():
         class_mix_masks(labels, pool="dataset")
 
 
-def test_mix_combines_images_labels_and_weights():
+def test_mix_combines_images_and_maps():
     masks = torch.tensor([[[[1.0, 0.0]]]])
     xs, xt = torch.full((1, 3, 1, 2), 2.0), torch.full((2, 3, 1, 2), -1.0)
-    out = mix(masks, xs, xt, torch.tensor([[[4, 5]]]), torch.tensor([[[7, 8]], [[9, 9]]]),
-              torch.full((2, 1, 2), 0.3))
-    assert out.images[:, 0].tolist() == [[[2.0, -1.0]], [[2.0, -1.0]]]  # source 0 reused
-    assert out.labels.tolist() == [[[4, 8]], [[4, 9]]]
-    torch.testing.assert_close(out.weight, torch.tensor([[[1.0, 0.3]], [[1.0, 0.3]]]))
+    images = mix_images(masks, xs, xt)
+    assert images[:, 0].tolist() == [[[2.0, -1.0]], [[2.0, -1.0]]]  # source 0 reused
+    labels = mix_maps(masks, torch.tensor([[[4, 5]]]), torch.tensor([[[7, 8]], [[9, 9]]]))
+    assert labels.tolist() == [[[4, 8]], [[4, 9]]]
+    weight = mix_maps(masks, torch.ones(1, 1, 2), torch.full((2, 1, 2), 0.3))
+    torch.testing.assert_close(weight, torch.tensor([[[1.0, 0.3]], [[1.0, 0.3]]]))
     with pytest.raises(ValueError, match="same size"):
-        mix(masks, xs, torch.zeros(1, 3, 2, 2), torch.zeros(1, 1, 2), torch.zeros(1, 2, 2),
-            torch.zeros(1, 2, 2))
+        mix_images(masks, xs, torch.zeros(1, 3, 2, 2))
 
 
 def _augment(aug, x, seed):

@@ -45,7 +45,7 @@ def measure(config_file: str, opts, height: int, width: int, batch: int, runs: i
 
     @torch.inference_mode()
     def step():
-        return model.inference_settings(network, images, model.num_classes)
+        return model.inference_settings(network, images)
 
     timing = time_runs(step, runs, warmup, dev)
     return {"config": os.path.basename(config_file), "network": name,

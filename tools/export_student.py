@@ -31,7 +31,7 @@ from duda_d2.engine.checkpoint import atomic_write_bytes  # noqa: E402
 from duda_d2.modeling.network import sub_network_config  # noqa: E402
 from duda_d2.uda.losses import upsample_logits  # noqa: E402
 
-NETWORKS = {"small_student": "network", "large_student": "large_student", "teacher": "teacher"}
+NETWORKS = ("small_student", "large_student", "teacher")
 
 
 class DeployableSegmenter(nn.Module):
@@ -45,7 +45,7 @@ class DeployableSegmenter(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = (images.float() - self.pixel_mean) / self.pixel_std
-        return upsample_logits(self.network(x), images.shape[-2:])
+        return upsample_logits(self.network(x)["sem_seg"], images.shape[-2:])
 
 
 def network_config(cfg, network: str):
@@ -69,11 +69,14 @@ def export(config_file: str, weights: str, output_dir: str, network: str = "smal
     if cfg.MODEL.META_ARCHITECTURE == "DUDA":
         cfg.MODEL.DUDA.LARGE_NETWORK_OPTS = list(cfg.MODEL.DUDA.LARGE_NETWORK_OPTS) + [
             "MODEL.BACKBONE.WEIGHTS", ""]
+    # The chosen network is the one the model evaluates when told so.
+    if cfg.MODEL.META_ARCHITECTURE == "DUDA":
+        cfg.MODEL.DUDA.INFERENCE_NETWORK = network
+    else:
+        cfg.MODEL.UDA.INFERENCE_NETWORK = "teacher" if network == "teacher" else "student"
     model = build_model(cfg)
     AtomicCheckpointer(model).load(weights)
-    attribute = NETWORKS[network] if cfg.MODEL.META_ARCHITECTURE == "DUDA" else (
-        "teacher" if network == "teacher" else "network")
-    chosen = getattr(model, attribute).eval()
+    chosen = model.inference_network().eval()
     os.makedirs(output_dir, exist_ok=True)
     paths = {"weights": os.path.join(output_dir, "student.pth"),
              "config": os.path.join(output_dir, "student.yaml")}
@@ -97,7 +100,7 @@ def main(argv=None) -> int:
     parser.add_argument("--config-file", required=True)
     parser.add_argument("--weights", required=True, help="checkpoint written by train_net.py")
     parser.add_argument("--output-dir", required=True)
-    parser.add_argument("--network", choices=sorted(NETWORKS), default="small_student")
+    parser.add_argument("--network", choices=NETWORKS, default="small_student")
     parser.add_argument("--height", type=int, default=512)
     parser.add_argument("--width", type=int, default=1024)
     parser.add_argument("--format", choices=["torchscript", "none"], default="torchscript")

@@ -1,4 +1,11 @@
-"""Training hooks: per-iteration seeding (exact resume) and TensorBoard debug panels."""
+"""Training hooks: per-iteration seeding (exact resume), the EMA teacher update and the
+iteration-dependent training state (gradual distillation, frozen large pair, debug panels).
+
+Order before each step (``UDATrainer.build_hooks``): seed, schedule, EMA; Detectron2's
+checkpointer saves *after* a step, so the teacher saved at iteration t is the EMA of the
+weights left by step t-1 (the last step's weights never enter it), and ``--resume`` redoes the
+EMA of step t+1 exactly as the uninterrupted run.
+"""
 from __future__ import annotations
 
 import random
@@ -6,12 +13,10 @@ import random
 import numpy as np
 import torch
 
-from detectron2.data import MetadataCatalog
 from detectron2.engine import HookBase
 from detectron2.utils import comm
-from detectron2.utils.visualizer import Visualizer
 
-__all__ = ["SeedEachIterationHook", "DebugPanelHook"]
+__all__ = ["SeedEachIterationHook", "TeacherEMAHook", "TrainingScheduleHook"]
 
 
 class SeedEachIterationHook(HookBase):
@@ -32,38 +37,20 @@ class SeedEachIterationHook(HookBase):
         random.seed(value)
 
 
-def _unwrap(model):
-    return model.module if hasattr(model, "module") else model
+class TrainingScheduleHook(HookBase):
+    """Before each step: ``model.schedule(t)`` sets what depends on the iteration (``β(t)``,
+    the frozen large pair, debug panels) and returns what is logged (``distill_beta``)."""
+
+    def before_step(self):
+        values = self.trainer.model.schedule(self.trainer.iter)
+        if values:
+            self.trainer.storage.put_scalars(**values)
 
 
-class DebugPanelHook(HookBase):
-    """Write the panels the model kept (source, target, labels, mix mask, prediction) to the
-    event storage, which Detectron2's TensorBoard writer turns into images."""
+class TeacherEMAHook(HookBase):
+    """Before each step: the EMA teacher(s) from the weights the previous step left, with
+    ``α(t) = min(1 - 1/(t+1), α)``; logs ``ema_alpha`` (1 when the teacher is frozen)."""
 
-    def __init__(self, dataset_name: str):
-        self.metadata = MetadataCatalog.get(dataset_name)
-
-    def _colour(self, image: torch.Tensor, label: torch.Tensor) -> np.ndarray:
-        canvas = image.permute(1, 2, 0).cpu().numpy()
-        visual = Visualizer(canvas, self.metadata).draw_sem_seg(label.cpu().numpy(), alpha=0.6)
-        return visual.get_image()
-
-    def after_step(self):
-        visuals = getattr(_unwrap(self.trainer.model), "debug_visuals", None)
-        if not visuals or not comm.is_main_process():
-            return
-        storage = self.trainer.storage
-        source, target = visuals["source"], visuals["target"]
-        panels = {
-            "source_label": self._colour(source, visuals["source_label"]),
-            "target_pseudo_label": self._colour(target, visuals["pseudo_label"]),
-            "mix_mask": self._colour(source, visuals["mix_mask"].long() * 13),
-        }
-        if "mix_prediction" in visuals:
-            pred = torch.nn.functional.interpolate(
-                visuals["mix_prediction"][None, None].float(), size=target.shape[-2:],
-                mode="nearest")[0, 0].long()
-            panels["mix_prediction"] = self._colour(target, pred)
-        for name, array in panels.items():
-            storage.put_image(f"debug/{name}", torch.from_numpy(array).permute(2, 0, 1) / 255.0)
-        visuals.clear()
+    def before_step(self):
+        alpha = self.trainer.model.update_teachers(self.trainer.iter)
+        self.trainer.storage.put_scalar("ema_alpha", alpha)

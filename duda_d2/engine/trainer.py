@@ -19,7 +19,7 @@ from ..data.loader import run_seed
 from ..evaluation import UDASemSegEvaluator
 from . import solver
 from .checkpoint import AtomicCheckpointer
-from .hooks import DebugPanelHook, SeedEachIterationHook
+from .hooks import SeedEachIterationHook, TeacherEMAHook, TrainingScheduleHook
 from .distributed import broadcast_state, convert_sync_batchnorm, wrap_trainable_networks
 from .train_step import UDATrainStep, amp_dtype
 
@@ -65,12 +65,15 @@ class UDATrainer(DefaultTrainer):
         return solver.build_lr_scheduler(cfg, optimizer)
 
     def build_hooks(self):
-        """Detectron2's hooks, preceded by per-iteration seeding; plus debug panels."""
-        hooks = [SeedEachIterationHook(run_seed(self.cfg))] + super().build_hooks()
-        if self.cfg.MODEL.UDA.DEBUG_PERIOD > 0:
-            names = self.cfg.DATASETS.SOURCE_TRAIN or self.cfg.DATASETS.TRAIN
-            hooks.append(DebugPanelHook(names[0]))
-        return hooks
+        """Detectron2's hooks, preceded by per-iteration seeding and -- for models with
+        teachers or an iteration schedule -- the schedule and the EMA update (in this order:
+        a frozen large pair's teacher is not updated)."""
+        hooks = [SeedEachIterationHook(run_seed(self.cfg))]
+        if hasattr(self.model, "schedule"):
+            hooks.append(TrainingScheduleHook())
+        if hasattr(self.model, "update_teachers"):
+            hooks.append(TeacherEMAHook())
+        return hooks + super().build_hooks()
 
     @classmethod
     def build_train_loader(cls, cfg):

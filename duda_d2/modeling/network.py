@@ -19,7 +19,10 @@ logger = logging.getLogger(__name__)
 
 
 class SegmentationNetwork(nn.Module):
-    """Backbone + head mapping normalised images (N, 3, H, W) to low-resolution logits.
+    """Backbone + head mapping normalised images (N, 3, H, W) to a dict of named
+    low-resolution maps: ``{"sem_seg": logits}`` for a semantic head (a head that returns a
+    tensor), or the head's own dict (e.g. a panoptic head's semantic logits, centres and
+    offsets). What the maps mean is the task's business (``modeling/tasks``).
 
     Meta-architectures hold one of these per network (student, teacher, small student), so a
     network is a self-contained unit that can be copied, EMA-averaged or exported alone.
@@ -31,10 +34,12 @@ class SegmentationNetwork(nn.Module):
         self.head = head
 
     def forward(self, images: torch.Tensor, with_features: bool = False):
-        """Logits, or (logits, backbone features) from one pass for losses on the features."""
+        """The named maps, or (maps, backbone features) from one pass for feature losses."""
         features = self.backbone(images)
-        logits = self.head(features)
-        return (logits, features) if with_features else logits
+        outputs = self.head(features)
+        if not isinstance(outputs, dict):
+            outputs = {"sem_seg": outputs}
+        return (outputs, features) if with_features else outputs
 
     @property
     def size_divisibility(self) -> int:

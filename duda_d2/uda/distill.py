@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Callable, Optional
 
 import torch
+from torch import nn
 from torch.nn import functional as F
 
 from .losses import upsample_logits
@@ -66,19 +67,25 @@ def class_disagreement(prediction: torch.Tensor, reference: torch.Tensor, num_cl
     return 1.0 - inter / union.clamp(min=1), present
 
 
-class InconsistencyWeights:
+class InconsistencyWeights(nn.Module):
     """Class weights that up-weight classes the small student has not adapted to yet.
 
     ``u_c`` (EMA with ``momentum`` of per-batch ``1 - IoU_c`` between the small student's and
     the teacher's target labels) gives ``c_c = 1 + γ (u_c / mean(u) - 1)``, clipped to
     ``clip`` and renormalised to mean 1 over the classes seen so far; unseen classes get 1.
-    The state lives in two tensors the caller owns (module buffers, so checkpoints keep it).
+    Its state is two buffers of its own, so checkpoints (and ``--resume``) carry it.
     """
 
-    def __init__(self, disagreement: torch.Tensor, seen: torch.Tensor, gamma: float = 1.0,
-                 momentum: float = 0.99, clip=(0.5, 3.0)):
-        self.disagreement, self.seen = disagreement, seen
+    def __init__(self, num_classes: int, gamma: float = 1.0, momentum: float = 0.99,
+                 clip=(0.5, 3.0)):
+        super().__init__()
         self.gamma, self.momentum, self.clip = gamma, momentum, tuple(clip)
+        self.register_buffer("disagreement", torch.zeros(num_classes))
+        self.register_buffer("seen", torch.zeros(num_classes, dtype=torch.bool))
+
+    @property
+    def enabled(self) -> bool:
+        return self.gamma > 0
 
     @torch.no_grad()
     def update(self, prediction: torch.Tensor, reference: torch.Tensor,

@@ -1,11 +1,11 @@
 """ClassMix (DACS): paste half of a source image's classes onto a target image."""
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import Optional
 
 import torch
 
-__all__ = ["CLASS_POOLS", "class_mix_masks", "MixedBatch", "mix"]
+__all__ = ["CLASS_POOLS", "class_mix_masks", "mix_images", "mix_maps"]
 
 
 CLASS_POOLS = ("batch", "image")
@@ -39,29 +39,26 @@ def class_mix_masks(source_labels: torch.Tensor, ignore_index: int = 255,
     return masks
 
 
-class MixedBatch(NamedTuple):
-    images: torch.Tensor  # (N, C, H, W)
-    labels: torch.Tensor  # (N, H, W)
-    weight: torch.Tensor  # (N, H, W)
+def _paired(masks: torch.Tensor, source: torch.Tensor, n: int):
+    """Target image ``i`` is mixed with source image ``i mod N_s`` and its mask."""
+    idx = torch.arange(n, device=source.device) % source.shape[0]
+    return masks[idx], source[idx]
 
 
-def mix(masks: torch.Tensor, source_images: torch.Tensor, target_images: torch.Tensor,
-        source_labels: torch.Tensor, target_labels: torch.Tensor,
-        target_weight: torch.Tensor) -> MixedBatch:
-    """``x = M x_s + (1-M) x_t``, ``y = M y_s + (1-M) ŷ_t``, ``w = M + (1-M) q``.
-
-    Target image ``i`` is mixed with source image ``i mod N_s``; ``masks`` belong to the
-    source images used, so there is one mask per target image.
-    """
+def mix_images(masks: torch.Tensor, source_images: torch.Tensor,
+               target_images: torch.Tensor) -> torch.Tensor:
+    """``x = M x_s + (1-M) x_t`` (N, C, H, W); ``masks`` belong to the source images used, so
+    there is one mask per target image."""
     if source_images.shape[1:] != target_images.shape[1:]:
         raise ValueError(f"cannot mix source images {tuple(source_images.shape[1:])} with target "
                          f"images {tuple(target_images.shape[1:])}: crop both domains to the "
                          f"same size (INPUT.CROP)")
-    n = target_images.shape[0]
-    idx = torch.arange(n, device=source_images.device) % source_images.shape[0]
-    m = masks[idx]
-    images = m * source_images[idx] + (1 - m) * target_images
-    keep = m[:, 0].bool()
-    labels = torch.where(keep, source_labels[idx], target_labels)
-    weight = torch.where(keep, torch.ones_like(target_weight), target_weight)
-    return MixedBatch(images, labels, weight)
+    m, source = _paired(masks, source_images, target_images.shape[0])
+    return m * source + (1 - m) * target_images
+
+
+def mix_maps(masks: torch.Tensor, source_map: torch.Tensor,
+             target_map: torch.Tensor) -> torch.Tensor:
+    """Per-pixel maps (N, H, W) -- labels, weights -- taken from the source where ``M`` is 1."""
+    m, source = _paired(masks, source_map, target_map.shape[0])
+    return torch.where(m[:, 0].bool(), source, target_map)

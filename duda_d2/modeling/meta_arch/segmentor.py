@@ -1,9 +1,13 @@
-"""``UDASegmentor``: a plain backbone + head segmentor (source-only or target-oracle training).
+"""The plain segmentor and what every meta-architecture shares.
 
-It follows Detectron2's ``SemanticSegmentor`` contract -- inputs are dicts with ``image``
-(C, H, W, uint8, in ``INPUT.FORMAT``) and, in training, ``sem_seg`` (H, W, long); inference
-returns ``[{"sem_seg": logits (C, height, width)}]`` at the original image size -- with the loss
-and inference modes the UDA meta-architectures share.
+``SegmentorBase`` holds the task (``modeling/tasks``), the pixel normalisation, test-time
+inference (whole image or sliding window) of the network the meta-architecture evaluates, and
+the routing of training passes through DDP (``TrainingPasses``). ``UDASegmentor`` adds one
+network trained on labelled images (source-only or target-oracle training).
+
+Inputs follow Detectron2's ``SemanticSegmentor`` contract -- dicts with ``image`` (C, H, W,
+uint8, in ``INPUT.FORMAT``) and, in training, the task's targets; inference returns one dict
+per image at its original size (for semantic segmentation ``{"sem_seg": logits}``).
 """
 from __future__ import annotations
 
@@ -14,16 +18,15 @@ from torch import nn
 
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY
-from detectron2.modeling.postprocessing import sem_seg_postprocess
 from detectron2.structures import ImageList
 
-from ...uda.losses import weighted_cross_entropy
 from ..inference import slide_inference, whole_inference
 from ..network import SegmentationNetwork, build_segmentation_network
+from ..tasks import SemanticTask, UDABatch, build_task
 from .loss_stages import Backward, LossStages
 from .training_passes import TrainingPasses
 
-__all__ = ["UDASegmentor", "InferenceSettings", "batch_images", "batch_targets"]
+__all__ = ["SegmentorBase", "UDASegmentor", "InferenceSettings", "batch_images"]
 
 
 class InferenceSettings:
@@ -40,9 +43,9 @@ class InferenceSettings:
         c = cfg.MODEL.INFERENCE
         return cls(c.MODE, c.CROP_SIZE, c.STRIDE)
 
-    def __call__(self, network: nn.Module, images: torch.Tensor, num_classes: int) -> torch.Tensor:
+    def __call__(self, network: nn.Module, images: torch.Tensor) -> Dict[str, torch.Tensor]:
         if self.mode == "slide":
-            return slide_inference(network, images, self.crop_size, self.stride, num_classes)
+            return slide_inference(network, images, self.crop_size, self.stride)
         return whole_inference(network, images)
 
 
@@ -53,28 +56,15 @@ def batch_images(batched_inputs: List[dict], key: str, pixel_mean: torch.Tensor,
     return ImageList.from_tensors(images, size_divisibility)
 
 
-def batch_targets(batched_inputs: List[dict], images: ImageList, ignore_value: int) -> torch.Tensor:
-    """Stack ``sem_seg`` label maps, padded with ``ignore_value`` to the padded image size."""
-    targets = [x["sem_seg"].to(images.tensor.device) for x in batched_inputs]
-    size = images.tensor.shape[-2:]
-    out = targets[0].new_full((len(targets), *size), ignore_value)
-    for i, t in enumerate(targets):
-        out[i, : t.shape[0], : t.shape[1]] = t
-    return out
+class SegmentorBase(nn.Module):
+    """Task, pixel statistics, inference and training passes; subclasses say which networks
+    they train (``trainable_networks``), which one they evaluate (``inference_network``) and
+    what one training step's losses are (``training_losses``)."""
 
-
-@META_ARCH_REGISTRY.register()
-class UDASegmentor(nn.Module):
-    """One network trained with cross-entropy on labelled images (ignore label excluded)."""
-
-    @configurable
-    def __init__(self, *, network: SegmentationNetwork, num_classes: int,
-                 pixel_mean: Sequence[float], pixel_std: Sequence[float],
-                 ignore_value: int = 255, inference: InferenceSettings = InferenceSettings()):
+    def __init__(self, *, task: SemanticTask, pixel_mean: Sequence[float],
+                 pixel_std: Sequence[float], inference: InferenceSettings = InferenceSettings()):
         super().__init__()
-        self.network = network
-        self.num_classes = num_classes
-        self.ignore_value = ignore_value
+        self.task = task
         self.inference_settings = inference
         self.pixel_statistics = (list(pixel_mean), list(pixel_std))  # plain floats
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
@@ -83,15 +73,10 @@ class UDASegmentor(nn.Module):
         self.passes = TrainingPasses()
 
     @classmethod
-    def from_config(cls, cfg) -> dict:
-        return {
-            "network": build_segmentation_network(cfg),
-            "num_classes": cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
-            "pixel_mean": cfg.MODEL.PIXEL_MEAN,
-            "pixel_std": cfg.MODEL.PIXEL_STD,
-            "ignore_value": cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
-            "inference": InferenceSettings.from_config(cfg),
-        }
+    def base_arguments(cls, cfg) -> dict:
+        return {"task": build_task(cfg), "pixel_mean": cfg.MODEL.PIXEL_MEAN,
+                "pixel_std": cfg.MODEL.PIXEL_STD,
+                "inference": InferenceSettings.from_config(cfg)}
 
     @property
     def device(self) -> torch.device:
@@ -99,29 +84,71 @@ class UDASegmentor(nn.Module):
 
     def trainable_networks(self) -> List[SegmentationNetwork]:
         """The networks that learn by gradient descent (each gets its own DDP wrapper)."""
-        return [self.network]
+        raise NotImplementedError
 
-    def forward(self, batched_inputs: List[dict], backward: Optional[Backward] = None):
+    def inference_network(self) -> SegmentationNetwork:
+        """The network evaluation and export use."""
+        raise NotImplementedError
+
+    def training_losses(self, batched_inputs, stages: LossStages) -> None:
+        raise NotImplementedError
+
+    def images(self, batched_inputs: List[dict], size_divisibility: int) -> ImageList:
+        return batch_images(batched_inputs, "image", self.pixel_mean, self.pixel_std,
+                            size_divisibility)
+
+    def uda_batch(self, source: List[dict], target: List[dict]) -> UDABatch:
+        """Normalised, padded source/target images and the padded source targets."""
+        div = max(n.size_divisibility for n in self.trainable_networks())
+        xs, xt = self.images(source, div), self.images(target, div)
+        return UDABatch(xs.tensor, self.task.source_targets(source, xs), xt.tensor)
+
+    def forward(self, batched_inputs, backward: Optional[Backward] = None):
         """Training: the loss dict; with ``backward`` (see ``LossStages``) the losses are
-        already back-propagated and returned detached. Inference: per-image logits."""
-        images = batch_images(batched_inputs, "image", self.pixel_mean, self.pixel_std,
-                              self.network.size_divisibility)
+        already back-propagated stage by stage and returned detached. Inference: one output
+        dict per image at its original size."""
         if self.training:
-            targets = batch_targets(batched_inputs, images, self.ignore_value)
-            logits = self.passes(self.network, images.tensor, last=True)
             stages = LossStages(backward)
-            stages.add({"loss_sem_seg": weighted_cross_entropy(logits, targets,
-                                                               ignore_index=self.ignore_value)})
+            self.training_losses(batched_inputs, stages)
             return stages.losses
-        return self.predict(batched_inputs, images, self.network)
+        network = self.inference_network()
+        images = self.images(batched_inputs, network.size_divisibility)
+        return self.predict(batched_inputs, images, network)
 
     def predict(self, batched_inputs: List[dict], images: ImageList,
                 network: nn.Module) -> List[Dict[str, torch.Tensor]]:
-        """Logits of ``network`` at each input's original (height, width)."""
-        logits = self.inference_settings(network, images.tensor, self.num_classes)
+        """``network``'s outputs at each input's original (height, width)."""
+        outputs = self.inference_settings(network, images.tensor)
         results = []
-        for logit, x, image_size in zip(logits, batched_inputs, images.image_sizes):
+        for i, (x, image_size) in enumerate(zip(batched_inputs, images.image_sizes)):
             height = x.get("height", image_size[0])
             width = x.get("width", image_size[1])
-            results.append({"sem_seg": sem_seg_postprocess(logit, image_size, height, width)})
+            one = {name: value[i] for name, value in outputs.items()}
+            results.append(self.task.postprocess(one, image_size, height, width))
         return results
+
+
+@META_ARCH_REGISTRY.register()
+class UDASegmentor(SegmentorBase):
+    """One network trained on labelled images with the task's supervised loss."""
+
+    @configurable
+    def __init__(self, *, network: SegmentationNetwork, **kwargs):
+        super().__init__(**kwargs)
+        self.network = network
+
+    @classmethod
+    def from_config(cls, cfg) -> dict:
+        return {**cls.base_arguments(cfg), "network": build_segmentation_network(cfg)}
+
+    def trainable_networks(self) -> List[SegmentationNetwork]:
+        return [self.network]
+
+    def inference_network(self) -> SegmentationNetwork:
+        return self.network
+
+    def training_losses(self, batched_inputs: List[dict], stages: LossStages) -> None:
+        images = self.images(batched_inputs, self.network.size_divisibility)
+        targets = self.task.source_targets(batched_inputs, images)
+        outputs = self.passes(self.network, images.tensor, last=True)
+        stages.add({self.task.supervised_loss_name: self.task.supervised_loss(outputs, targets)})
