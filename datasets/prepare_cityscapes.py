@@ -23,8 +23,6 @@ import sys
 import warnings
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO_ROOT)
 warnings.filterwarnings("ignore", category=FutureWarning, module="torch.jit")
 
 import cv2  # noqa: E402
@@ -32,16 +30,19 @@ import numpy as np  # noqa: E402
 from cityscapesscripts.helpers.labels import labels as CITYSCAPES_LABELS  # noqa: E402
 from cityscapesscripts.preparation.json2labelImg import json2labelImg  # noqa: E402
 
-from duda_d2.data.datasets.paths import dataset_root  # noqa: E402
-from duda_d2.data.datasets.real_datasets import CITYSCAPES, incomplete_dataset_error  # noqa: E402
-from duda_d2.data.datasets.register_cityscapes import (  # noqa: E402
-    CityscapesImage, list_cityscapes_split)
-from duda_d2.data.preparation import (  # noqa: E402
-    RcsStatsError, class_pixel_counts, id_to_train_id_lut, load_rcs_stats, parallel_map,
-    prepare_arguments, save_rcs_stats, write_atomic, write_png)
+from duda_d2.data.datasets.layout import dataset_error, dataset_root, list_split  # noqa: E402
+from duda_d2.data.datasets.project_datasets import CITYSCAPES  # noqa: E402
+from duda_d2.data.rcs_stats_file import RcsStatsError, load_rcs_stats  # noqa: E402
+from duda_d2.prep.command_line import prepare_argument_parser, run_prepare_cli  # noqa: E402
+from duda_d2.prep.label_conversion import id_to_train_id_lut  # noqa: E402
+from duda_d2.prep.png_files import write_png  # noqa: E402
+from duda_d2.prep.process_pool import parallel_map  # noqa: E402
+from duda_d2.prep.rcs_stats_computation import class_pixel_counts, save_rcs_stats  # noqa: E402
+from duda_d2.utils.atomic_files import atomic_write_bytes  # noqa: E402
 
-SPLITS = ("train", "val")
+SPLITS = {"train": "cityscapes_fine_sem_seg_train", "val": "cityscapes_fine_sem_seg_val"}
 NUM_CLASSES = 19
+TRAIN_ID_SUFFIX = "labelTrainIds.png"
 # Train ids outside 0..18 (255: ignored classes, -1: license plate) all become 255.
 ID_TO_TRAIN_ID = id_to_train_id_lut({l.id: l.trainId for l in CITYSCAPES_LABELS
                                      if l.id >= 0 and 0 <= l.trainId < NUM_CLASSES})
@@ -52,11 +53,12 @@ class Conversion(NamedTuple):
     output: str  # *_gtFine_labelTrainIds.png
 
 
-def _label_source(item: CityscapesImage) -> Optional[str]:
+def _label_source(train_id_label: str) -> Optional[str]:
     """The file to convert: the label-id PNG if present, else the polygons, else None."""
+    gt_prefix = train_id_label[:-len(TRAIN_ID_SUFFIX)]
     for suffix in ("labelIds.png", "polygons.json"):
-        if os.path.isfile(item.gt_prefix + suffix):
-            return item.gt_prefix + suffix
+        if os.path.isfile(gt_prefix + suffix):
+            return gt_prefix + suffix
     return None
 
 
@@ -65,22 +67,24 @@ def pending_conversions(root: str, split: str) -> Tuple[List[Conversion], List[s
 
     An image whose label is missing and that has neither label source is an error naming it.
     """
-    items = list_cityscapes_split(root, split)
+    cityscapes_dir = CITYSCAPES.dataset_dir(root)
+    pairs = [(os.path.join(cityscapes_dir, image), os.path.join(cityscapes_dir, label))
+             for image, label in list_split(CITYSCAPES, CITYSCAPES.split(SPLITS[split]), root)]
     todo, orphans = [], []
-    for item in items:
-        if os.path.isfile(item.train_id_label):
+    for image, label in pairs:
+        if os.path.isfile(label):
             continue
-        source = _label_source(item)
+        source = _label_source(label)
         if source is None:
-            orphans.append(item.image)
+            orphans.append(image)
         else:
-            todo.append(Conversion(source, item.train_id_label))
+            todo.append(Conversion(source, label))
     if orphans:
-        raise incomplete_dataset_error(
+        raise dataset_error(
             CITYSCAPES, root, f"{len(orphans)} Cityscapes {split} images have neither "
             f"*_gtFine_labelIds.png nor *_gtFine_polygons.json (first: "
             f"'{os.path.abspath(orphans[0])}'; {CITYSCAPES.archives[1]} half-extracted?)")
-    return todo, [item.train_id_label for item in items]
+    return todo, [label for _, label in pairs]
 
 
 def _from_label_ids(path: str) -> np.ndarray:
@@ -107,7 +111,7 @@ def convert(job: Conversion) -> Tuple[str, Dict[str, int]]:
     if job.source.endswith(".json"):
         data = _png_from_polygons(job.source)
         label = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-        write_atomic(job.output, data)
+        atomic_write_bytes(job.output, data)
     else:
         label = _from_label_ids(job.source)
         write_png(job.output, label)
@@ -146,7 +150,7 @@ def prepare_cityscapes(root: Optional[str] = None, nproc: Optional[int] = None,
     root = dataset_root() if root is None else root
     nproc = nproc or os.cpu_count() or 1
     jobs = {split: pending_conversions(root, split) for split in SPLITS}  # check all first
-    cityscapes_dir = os.path.join(root, CITYSCAPES.folder)
+    cityscapes_dir = CITYSCAPES.dataset_dir(root)
     stats = {"converted": 0, "skipped": 0, "rcs_stats_written": 0}
     counted: Dict[str, Dict[str, int]] = {}
     for split, (todo, labels) in jobs.items():
@@ -163,16 +167,15 @@ def prepare_cityscapes(root: Optional[str] = None, nproc: Optional[int] = None,
     return stats
 
 
+def _summary(args, stats: Dict[str, int]) -> str:
+    return (f"cityscapes: {stats['converted']} labels converted, {stats['skipped']} already "
+            f"there{', rcs_stats.json written' if stats['rcs_stats_written'] else ''}")
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = prepare_arguments(__doc__.split("\n\n")[0], argv)
-    try:
-        stats = prepare_cityscapes(args.root, args.nproc)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"cityscapes: {stats['converted']} labels converted, {stats['skipped']} already there"
-          f"{', rcs_stats.json written' if stats['rcs_stats_written'] else ''}")
-    return 0
+    return run_prepare_cli(prepare_argument_parser(__doc__.split("\n\n")[0]), argv,
+                           lambda args: prepare_cityscapes(args.root, args.nproc), _summary,
+                           (FileNotFoundError, ValueError))
 
 
 if __name__ == "__main__":

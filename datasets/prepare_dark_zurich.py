@@ -18,26 +18,24 @@ written atomically.
 """
 from __future__ import annotations
 
-import os
 import sys
 import warnings
 from typing import Dict, Optional, Sequence
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 warnings.filterwarnings("ignore", category=FutureWarning, module="torch.jit")
 
-from duda_d2.data.datasets.adverse import (  # noqa: E402
-    DARK_ZURICH_LAYOUT, check_and_index, prepare_cli)
+from duda_d2.data.datasets.project_datasets import DARK_ZURICH  # noqa: E402
+from duda_d2.prep.adverse_weather_index import check_and_index, index_cli  # noqa: E402
 
 
 def prepare_dark_zurich(root: Optional[str] = None, nproc: int = 1,
                         progress: bool = True) -> Dict:
     """Check ``<root>/dark_zurich`` and write its ``index.json``; returns the index."""
-    return check_and_index(DARK_ZURICH_LAYOUT, root, nproc, progress)
+    return check_and_index(DARK_ZURICH, root, nproc, progress)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    return prepare_cli(DARK_ZURICH_LAYOUT, argv)
+    return index_cli(DARK_ZURICH, argv)
 
 
 if __name__ == "__main__":

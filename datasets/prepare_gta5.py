@@ -15,18 +15,20 @@ files are skipped (only read again for the statistics) and every file is written
 """
 from __future__ import annotations
 
-import os
 import sys
+import warnings
 from typing import Dict, Optional, Sequence
 
 import numpy as np
 from cityscapesscripts.helpers.labels import labels as CITYSCAPES_LABELS
 from PIL import Image
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO_ROOT)  # run from a checkout without installing
-from duda_d2.data.datasets import source_conversion as _conv  # noqa: E402
-from duda_d2.data.preparation import id_to_train_id_lut  # noqa: E402
+warnings.filterwarnings("ignore", category=FutureWarning, module="torch.jit")
+
+from duda_d2.data.datasets.project_datasets import GTA5  # noqa: E402
+from duda_d2.prep.label_conversion import (  # noqa: E402
+    LabelFormatError, apply_lut, convert_source_labels, convert_source_labels_cli,
+    id_to_train_id_lut)
 
 # Cityscapes label id -> train id, from cityscapesscripts' table (trainId 255 / -1: ignored).
 LABEL_ID_TO_TRAIN_ID: Dict[int, int] = {
@@ -42,7 +44,7 @@ def read_label_ids(path: str) -> np.ndarray:
     """
     with Image.open(path) as image:
         if image.mode not in ("P", "L"):
-            raise _conv.LabelFormatError(
+            raise LabelFormatError(
                 f"GTA5 label '{path}' has PIL mode '{image.mode}'; expected a palette ('P') or "
                 f"grayscale ('L') PNG of Cityscapes label ids, as in the GTA5 download. "
                 f"Replace it with the original file from the labels archive.")
@@ -51,17 +53,17 @@ def read_label_ids(path: str) -> np.ndarray:
 
 def gta5_train_ids(path: str) -> np.ndarray:
     """Train ids (uint8, 255 = ignore) of a GTA5 label file; unknown ids (> 33) are ignored."""
-    return _conv.apply_lut(read_label_ids(path), LUT)
+    return apply_lut(read_label_ids(path), LUT)
 
 
 def prepare_gta5(root: Optional[str] = None, nproc: int = 1, progress: bool = True):
     """Convert ``<root>/gta5`` (default root: $DETECTRON2_DATASETS); a ``ConversionSummary``."""
-    return _conv.convert_source_labels(_conv.GTA5_LAYOUT, gta5_train_ids, root, nproc, progress)
+    return convert_source_labels(GTA5, gta5_train_ids, root, nproc, progress)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """CLI entry point; returns the exit status (2 on a missing or malformed dataset)."""
-    return _conv.prepare_cli(_conv.GTA5_LAYOUT, gta5_train_ids, argv, __doc__.split("\n\n")[0])
+    return convert_source_labels_cli(GTA5, gta5_train_ids, argv, __doc__.split("\n\n")[0])
 
 
 if __name__ == "__main__":

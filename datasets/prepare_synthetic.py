@@ -16,36 +16,41 @@ existing folder is refused, because it would mix two datasets.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
+import warnings
 from typing import Dict, List, NamedTuple, Optional, Sequence
 
 import numpy as np
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO_ROOT)  # run from a checkout without installing
-from duda_d2.data.preparation import parallel_map, write_atomic, write_png  # noqa: E402
-from duda_d2.data.synthetic.render import SYNTHETIC_CLASSES, render_scene  # noqa: E402
+warnings.filterwarnings("ignore", category=FutureWarning, module="torch.jit")
+
+from duda_d2.data.datasets.layout import dataset_root  # noqa: E402
+from duda_d2.data.datasets.project_datasets import SYNTHETIC_UDA  # noqa: E402
+from duda_d2.prep.command_line import prepare_argument_parser, run_prepare_cli  # noqa: E402
+from duda_d2.prep.png_files import write_png  # noqa: E402
+from duda_d2.prep.process_pool import parallel_map  # noqa: E402
+from duda_d2.prep.synthetic_scene_renderer import SYNTHETIC_CLASSES, render_scene  # noqa: E402
+from duda_d2.utils.atomic_files import atomic_write_bytes  # noqa: E402
 
 FORMAT_VERSION = 1
-DATASET_DIR = "synthetic_uda"
+DATASET_DIR = SYNTHETIC_UDA.folder
 META_FILE = "meta.json"
 DEFAULTS = dict(seed=0, num_source=600, num_target=600, num_val=200, height=96, width=128,
                 strength=0.65)
 
 
 class Split(NamedTuple):
-    folder: str  # relative to the dataset folder
+    name: str  # the registered split, whose layout gives the image and label folders
     style: str
     count_key: str  # which parameter holds the number of images
 
 
 # The position of a split in this tuple is part of its scene seeds: keep the order.
-SPLITS = (Split("source/train", "source", "num_source"),
-          Split("target/train", "target", "num_target"),
-          Split("target/val", "target", "num_val"))
+SPLITS = (Split("synthetic_uda_source_train", "source", "num_source"),
+          Split("synthetic_uda_target_train", "target", "num_target"),
+          Split("synthetic_uda_target_val", "target", "num_val"))
 
 
 class Job(NamedTuple):
@@ -87,16 +92,15 @@ def _check_or_write_meta(out_dir: str, meta: Dict) -> None:
                 f"(existing vs requested: {diff}). Delete that folder to regenerate it, or "
                 f"pass the same parameters to resume it.")
         return
-    os.makedirs(out_dir, exist_ok=True)
-    write_atomic(path, (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode())
+    atomic_write_bytes(path, (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode())
 
 
 def _jobs(out_dir: str, params: Dict) -> List[Job]:
     """The images still to write (an image or its label missing), creating their folders."""
     jobs = []
     for split_index, split in enumerate(SPLITS):
-        image_dir = os.path.join(out_dir, split.folder, "images")
-        label_dir = os.path.join(out_dir, split.folder, "labels")
+        image_dir, label_dir = (os.path.join(out_dir, folder)
+                                for folder in SYNTHETIC_UDA.split(split.name).folders[0])
         os.makedirs(image_dir, exist_ok=True)
         os.makedirs(label_dir, exist_ok=True)
         for index in range(params[split.count_key]):
@@ -135,9 +139,7 @@ def prepare_synthetic(root: Optional[str] = None, nproc: Optional[int] = None,
     params = {**DEFAULTS, **params}
     if not 0.0 <= params["strength"] <= 1.0:
         raise ValueError(f"strength must be in [0, 1], got {params['strength']}")
-    if root is None:
-        root = os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets"))
-    out_dir = os.path.join(root, DATASET_DIR)
+    out_dir = os.path.join(dataset_root() if root is None else root, DATASET_DIR)
     _check_or_write_meta(out_dir, _meta(params))
 
     jobs = _jobs(out_dir, params)
@@ -148,12 +150,8 @@ def prepare_synthetic(root: Optional[str] = None, nproc: Optional[int] = None,
             "files_written": written}
 
 
-def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--root", default=None,
-                   help="dataset root; default: $DETECTRON2_DATASETS, else ./datasets")
-    p.add_argument("--nproc", type=int, default=os.cpu_count() or 1, help="worker processes")
+def _argument_parser():
+    p = prepare_argument_parser(__doc__.split("\n\n")[0])
     p.add_argument("--seed", type=int, default=DEFAULTS["seed"])
     p.add_argument("--num-source", type=int, default=DEFAULTS["num_source"])
     p.add_argument("--num-target", type=int, default=DEFAULTS["num_target"])
@@ -162,21 +160,23 @@ def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     p.add_argument("--width", type=int, default=DEFAULTS["width"])
     p.add_argument("--strength", type=float, default=DEFAULTS["strength"],
                    help="strength of the target ('real') style, 0..1")
-    return p.parse_args(argv)
+    return p
+
+
+def _prepare(args) -> Dict[str, int]:
+    return prepare_synthetic(args.root, nproc=args.nproc,
+                             **{key: getattr(args, key) for key in DEFAULTS})
+
+
+def _summary(args, stats: Dict[str, int]) -> str:
+    root = dataset_root() if args.root is None else args.root
+    return (f"{os.path.join(root, DATASET_DIR)}: {stats['scenes']} scenes, "
+            f"{stats['rendered']} rendered, {stats['skipped']} already there")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = _parse_args(argv)
-    params = {key: getattr(args, key) for key in DEFAULTS}
-    try:
-        stats = prepare_synthetic(args.root, nproc=args.nproc, **params)
-    except (MetaMismatchError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    root = args.root or os.getenv("DETECTRON2_DATASETS", "datasets")
-    print(f"{os.path.join(root, DATASET_DIR)}: {stats['scenes']} scenes, "
-          f"{stats['rendered']} rendered, {stats['skipped']} already there")
-    return 0
+    return run_prepare_cli(_argument_parser(), argv, _prepare, _summary,
+                           (MetaMismatchError, ValueError))
 
 
 if __name__ == "__main__":

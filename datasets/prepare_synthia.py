@@ -19,17 +19,19 @@ written atomically.
 """
 from __future__ import annotations
 
-import os
 import sys
+import warnings
 from typing import Dict, Optional, Sequence
 
 import cv2
 import numpy as np
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO_ROOT)  # run from a checkout without installing
-from duda_d2.data.datasets import source_conversion as _conv  # noqa: E402
-from duda_d2.data.preparation import id_to_train_id_lut  # noqa: E402
+warnings.filterwarnings("ignore", category=FutureWarning, module="torch.jit")
+
+from duda_d2.data.datasets.project_datasets import SYNTHIA  # noqa: E402
+from duda_d2.prep.label_conversion import (  # noqa: E402
+    LabelFormatError, apply_lut, convert_source_labels, convert_source_labels_cli,
+    id_to_train_id_lut)
 
 # SYNTHIA class id -> Cityscapes train id, for the 16 classes both datasets have.
 SYNTHIA_ID_TO_TRAIN_ID: Dict[int, int] = {
@@ -63,7 +65,7 @@ def read_class_ids(path: str) -> np.ndarray:
     label = cv2.imread(path, cv2.IMREAD_UNCHANGED)
     if label is None or label.ndim != 3 or label.shape[2] not in (3, 4):
         shape = None if label is None else label.shape
-        raise _conv.LabelFormatError(
+        raise LabelFormatError(
             f"SYNTHIA label '{path}' is unreadable or not a 3/4-channel PNG (shape {shape}); "
             f"expected the GT/LABELS file of the download, class id in the R channel.")
     return label[:, :, _RED]
@@ -71,19 +73,18 @@ def read_class_ids(path: str) -> np.ndarray:
 
 def synthia_train_ids(path: str) -> np.ndarray:
     """Train ids (uint8, 255 = ignore) of a SYNTHIA label file; unshared classes are ignored."""
-    return _conv.apply_lut(read_class_ids(path), LUT)
+    return apply_lut(read_class_ids(path), LUT)
 
 
 def prepare_synthia(root: Optional[str] = None, nproc: int = 1, progress: bool = True):
     """Convert ``<root>/synthia`` (default root: $DETECTRON2_DATASETS); a ``ConversionSummary``."""
-    return _conv.convert_source_labels(_conv.SYNTHIA_LAYOUT, synthia_train_ids, root, nproc,
-                                       progress)
+    return convert_source_labels(SYNTHIA, synthia_train_ids, root, nproc, progress)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """CLI entry point; returns the exit status (2 on a missing or malformed dataset)."""
-    return _conv.prepare_cli(_conv.SYNTHIA_LAYOUT, synthia_train_ids, argv,
-                             __doc__.split("\n\n")[0])
+    return convert_source_labels_cli(SYNTHIA, synthia_train_ids, argv,
+                                     __doc__.split("\n\n")[0])
 
 
 if __name__ == "__main__":

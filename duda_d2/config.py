@@ -1,17 +1,22 @@
 """``add_duda_config(cfg)``: every configuration key this plugin adds to Detectron2's defaults.
 
 Call it on ``detectron2.config.get_cfg()`` before merging a YAML file; a key a YAML file sets
-that is neither Detectron2's nor listed here fails with Detectron2's own error.
+that is neither Detectron2's nor listed here fails with Detectron2's own error. It is composed
+of the ``add_*_config`` functions below, one per group of keys, which a plugin building on
+this one may call on their own (as Panoptic-DeepLab's config builds on DeepLab's).
 """
 from __future__ import annotations
 
 from detectron2.config import CfgNode as CN
 
-__all__ = ["add_duda_config", "load_config"]
+__all__ = ["add_duda_config", "add_network_config", "add_self_training_config",
+           "add_distillation_config", "add_uda_data_config", "add_solver_config",
+           "load_config"]
 
 
-def add_duda_config(cfg: CN) -> CN:
-    """Add the plugin's keys (with defaults) to ``cfg`` in place and return it."""
+def add_network_config(cfg: CN) -> CN:
+    """Backbones (MiT, timm, dilated ResNet), decoder heads, inference mode and SyncBN: the
+    keys that describe one segmentation network."""
     # ---------------------------------------------------------------- backbones
     cfg.MODEL.MIT = CN()
     # SegFormer Mix Transformer variant: b0 (3.4M) b1 b2 b3 b4 b5 (81.4M encoder parameters).
@@ -72,14 +77,18 @@ def add_duda_config(cfg: CN) -> CN:
     # Sliding-window size and step, (height, width) in pixels of the resized test image.
     cfg.MODEL.INFERENCE.CROP_SIZE = (512, 512)
     cfg.MODEL.INFERENCE.STRIDE = (341, 341)
+    return cfg
 
+
+def add_self_training_config(cfg: CN) -> CN:
+    """``MODEL.UDA.*``: mean-teacher self-training (DAFormer/MIC)."""
     # ---------------------------------------------------------------- self-training UDA
     # Used by SelfTrainingUDA (DAFormer/MIC) and by the large pair of DUDA.
     cfg.MODEL.UDA = CN()
     # Teacher weights: EMA of the student with alpha_t = min(1 - 1/(t+1), EMA_ALPHA).
     cfg.MODEL.UDA.EMA_ALPHA = 0.999
     # Pseudo-label confidence threshold tau (0.968 assumes ImageNet-pretrained encoders; models
-    # trained from scratch rarely reach it, see configs/baselines/self_training_synthetic.yaml).
+    # trained from scratch rarely reach it, see configs/synthetic/self_training.yaml).
     cfg.MODEL.UDA.PSEUDO_THRESHOLD = 0.968
     # "batch": every target pixel weighted by the batch's share of confident pixels (DAFormer);
     # "pixel": each pixel weighted 1 if confident, else 0.
@@ -130,16 +139,20 @@ def add_duda_config(cfg: CN) -> CN:
     # Write debug panels (source, target, pseudo-label, mix mask, prediction) to TensorBoard
     # every this many iterations (0 = never).
     cfg.MODEL.UDA.DEBUG_PERIOD = 0
+    return cfg
 
+
+def add_distillation_config(cfg: CN) -> CN:
+    """``MODEL.DUDA.*``: DUDA's large pair and the small student's distillation."""
     # ---------------------------------------------------------------- DUDA
     # DUDA trains a large EMA teacher, a large student and the small student (the deployed
     # network, described by the usual MODEL.BACKBONE / MODEL.SEM_SEG_HEAD keys). MODEL.UDA.*
     # configures the large pair's self-training.
     cfg.MODEL.DUDA = CN()
     # Config file whose MODEL section describes the large networks (e.g.
-    # configs/Base-MiT-B5-DAFormer.yaml), and KEY VALUE overrides for it (e.g. its
+    # configs/networks/mit_b5_daformer.yaml), and KEY VALUE overrides for it (e.g. its
     # MODEL.BACKBONE.WEIGHTS). Relative paths: to the working directory, else the repository.
-    cfg.MODEL.DUDA.LARGE_NETWORK = "configs/Base-MiT-B5-DAFormer.yaml"
+    cfg.MODEL.DUDA.LARGE_NETWORK = "configs/networks/mit_b5_daformer.yaml"
     cfg.MODEL.DUDA.LARGE_NETWORK_OPTS = []
     # Gradual distillation beta(t): 0 for PRE_ADAPTATION_ITERS, then up to BETA_MAX over
     # RAMP_ITERS ("linear", "cosine", or "constant" = a step). -1 = a quarter of MAX_ITER.
@@ -173,7 +186,12 @@ def add_duda_config(cfg: CN) -> CN:
     cfg.MODEL.DUDA.FREEZE_LARGE_AFTER_PRE_ADAPTATION = False
     # Network used at inference / evaluation: "small_student", "large_student" or "teacher".
     cfg.MODEL.DUDA.INFERENCE_NETWORK = "small_student"
+    return cfg
 
+
+def add_uda_data_config(cfg: CN) -> CN:
+    """``INPUT``, ``DATASETS`` and ``DATALOADER`` keys of a UDA run: per-domain sizes and
+    data sets, batches and rare class sampling."""
     # ---------------------------------------------------------------- input
     # Every image of a domain is first resized to this fixed (height, width); (0, 0) keeps the
     # file's size. UDA benchmarks use GTA5 (704, 1280), SYNTHIA (760, 1280), Cityscapes
@@ -208,7 +226,11 @@ def add_duda_config(cfg: CN) -> CN:
     # With RCS enabled and the statistics missing: False = error naming the prepare script,
     # True = warn and sample uniformly.
     cfg.DATALOADER.RCS.ALLOW_UNIFORM_FALLBACK = False
+    return cfg
 
+
+def add_solver_config(cfg: CN) -> CN:
+    """``SOLVER.*``: optimiser, learning-rate schedule, backward, DDP, AMP."""
     # ---------------------------------------------------------------- solver
     # "ADAMW" (the UDA recipe) or "SGD" (Detectron2's default optimiser).
     cfg.SOLVER.OPTIMIZER = "ADAMW"
@@ -228,6 +250,16 @@ def add_duda_config(cfg: CN) -> CN:
     # Autocast precision when SOLVER.AMP.ENABLED: "float16" (with a gradient scaler) or
     # "bfloat16" (no scaler needed).
     cfg.SOLVER.AMP.PRECISION = "float16"
+    return cfg
+
+
+def add_duda_config(cfg: CN) -> CN:
+    """Add the plugin's keys (with defaults) to ``cfg`` in place and return it."""
+    add_network_config(cfg)
+    add_self_training_config(cfg)
+    add_distillation_config(cfg)
+    add_uda_data_config(cfg)
+    add_solver_config(cfg)
     return cfg
 
 

@@ -10,7 +10,7 @@ from duda_d2 import load_config
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def config(path: str = "configs/baselines/source_only_synthetic.yaml", *opts):
+def config(path: str = "configs/synthetic/source_only.yaml", *opts):
     """A config built like tools/train_net.py builds it, from a repository-relative path."""
     return load_config(os.path.join(REPO, path), opts)
 

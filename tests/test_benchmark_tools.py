@@ -9,16 +9,16 @@ sys.path.insert(0, os.path.join(REPO, "tools"))
 import benchmark_train  # noqa: E402
 import benchmark_uda  # noqa: E402
 
-ST = os.path.join(REPO, "configs/baselines/self_training_synthetic.yaml")
-DUDA = os.path.join(REPO, "configs/demo/duda_synthetic.yaml")
+ST = os.path.join(REPO, "configs/synthetic/self_training.yaml")
+DUDA = os.path.join(REPO, "configs/synthetic/duda.yaml")
 TINY = ["MODEL.SEM_SEG_HEAD.EMBED_DIM", "16",
         "MODEL.DUDA.LARGE_NETWORK_OPTS", "['MODEL.MIT.VARIANT', 'b0']"]
 
 
 def test_benchmark_config_needs_no_weight_files_and_uses_synthetic_data():
-    args = benchmark_train.parse_args(["--config-file", "configs/duda_gta2cs.yaml", "--crop",
+    args = benchmark_train.parse_args(["--config-file", "configs/gta2cs/duda.yaml", "--crop",
                                        "64", "--opts", "SOLVER.MAX_ITER", "10"])
-    cfg = benchmark_train.benchmark_config(os.path.join(REPO, "configs/duda_gta2cs.yaml"),
+    cfg = benchmark_train.benchmark_config(os.path.join(REPO, "configs/gta2cs/duda.yaml"),
                                            ["MODEL.DUDA.BETA_MAX", "0.5"], args)
     assert cfg.MODEL.BACKBONE.WEIGHTS == "" and cfg.MODEL.WEIGHTS == ""
     assert list(cfg.MODEL.DUDA.LARGE_NETWORK_OPTS) == ["MODEL.BACKBONE.WEIGHTS", ""]

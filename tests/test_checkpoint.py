@@ -3,7 +3,8 @@ import os
 import pytest
 import torch
 
-from duda_d2.engine.checkpoint import AtomicCheckpointer, atomic_write_bytes
+from duda_d2.engine.checkpoint import AtomicCheckpointer
+from duda_d2.utils.atomic_files import atomic_write_bytes
 
 
 def test_save_writes_file_and_tag(tmp_path):
@@ -27,6 +28,17 @@ def test_a_crash_while_writing_keeps_the_old_file(tmp_path):
         atomic_write_bytes(str(path), crash)
     assert path.read_bytes() == b"old"
     assert [p for p in os.listdir(tmp_path) if p.startswith(".tmp_")] == []
+
+
+def test_atomic_write_of_bytes_replaces_the_file_with_usual_permissions(tmp_path):
+    path = tmp_path / "sub" / "index.json"
+    atomic_write_bytes(str(path), b"first")
+    atomic_write_bytes(str(path), b"second")
+    assert path.read_bytes() == b"second"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+    assert os.listdir(tmp_path / "sub") == ["index.json"]
 
 
 def test_missing_weight_file_is_a_clear_error(tmp_path):

@@ -1,3 +1,6 @@
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -26,6 +29,15 @@ def test_missing_dataset_names_folder_env_var_and_script(tmp_path, monkeypatch):
     assert "DETECTRON2_DATASETS" in message and "datasets/prepare_synthetic.py" in message
 
 
+def test_importing_the_plugin_does_not_import_offline_preparation():
+    code = ("import sys, duda_d2; "
+            "print(sorted(m for m in sys.modules if m.split('.')[:2] == ['duda_d2', 'prep']))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
 def test_label_values_outside_train_ids_name_the_file(tmp_path):
     Image.fromarray(np.array([[0, 19], [255, 18]], np.uint8)).save(tmp_path / "bad.png")
     with pytest.raises(InvalidLabelError, match=r"bad\.png.*\[19\]"):
@@ -39,7 +51,7 @@ def test_train_mapper_resizes_crops_and_keeps_labels_aligned(tmp_path):
     label = np.zeros((60, 80), np.uint8)
     label[:, 40:] = 13
     record = _write_pair(tmp_path, label)
-    cfg = config("configs/Base-Synthetic.yaml", "INPUT.SOURCE_SIZE", (30, 40),
+    cfg = config("configs/synthetic/Base-SYNTHETIC.yaml", "INPUT.SOURCE_SIZE", (30, 40),
                  "INPUT.CROP.SIZE", (16, 16), "INPUT.RANDOM_FLIP", "none")
     out = SemSegDatasetMapper(cfg, is_train=True)(record)
     assert out["image"].shape == (3, 16, 16) and out["image"].dtype == torch.uint8
@@ -50,7 +62,7 @@ def test_train_mapper_resizes_crops_and_keeps_labels_aligned(tmp_path):
 
 def test_test_mapper_resizes_image_and_reports_original_size(tmp_path):
     record = _write_pair(tmp_path, np.zeros((60, 80), np.uint8))
-    cfg = config("configs/Base-Synthetic.yaml", "INPUT.TEST_SIZE", (30, 40))
+    cfg = config("configs/synthetic/Base-SYNTHETIC.yaml", "INPUT.TEST_SIZE", (30, 40))
     out = SemSegDatasetMapper(cfg, is_train=False, with_labels=False)(record)
     assert out["image"].shape == (3, 30, 40) and "sem_seg" not in out
     assert (out["height"], out["width"]) == (60, 80)
@@ -58,6 +70,6 @@ def test_test_mapper_resizes_image_and_reports_original_size(tmp_path):
 
 def test_mapper_rejects_bad_labels(tmp_path):
     record = _write_pair(tmp_path, np.full((20, 20), 40, np.uint8))
-    cfg = config("configs/Base-Synthetic.yaml", "INPUT.CROP.SIZE", (16, 16))
+    cfg = config("configs/synthetic/Base-SYNTHETIC.yaml", "INPUT.CROP.SIZE", (16, 16))
     with pytest.raises(InvalidLabelError, match="lab.png"):
         SemSegDatasetMapper(cfg, is_train=True)(record)

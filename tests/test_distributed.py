@@ -56,7 +56,7 @@ def _final_miou(out):
 
 def test_two_processes_hold_one_model_and_evaluate_like_one(synthetic_root, tmp_path):
     out = str(tmp_path / "duda")
-    config_file = os.path.join(REPO, "configs/demo/duda_synthetic.yaml")
+    config_file = os.path.join(REPO, "configs/synthetic/duda.yaml")
     rank0, rank1 = _launch(["--config-file", config_file, "OUTPUT_DIR", out, *DUDA_TINY], out)
     # Parameters, EMA teacher, FD reference, BatchNorm statistics of all three networks and
     # the inconsistency state: identical on both processes.
@@ -84,9 +84,9 @@ DETERMINISTIC = ["MODEL.SEM_SEG_HEAD.NAME", "DeepLabV2Head", "MODEL.SEM_SEG_HEAD
 def test_two_processes_average_gradients_like_one_process(synthetic_root, tmp_path):
     from detectron2.utils.env import seed_all_rng
 
-    config_file = os.path.join(REPO, "configs/baselines/source_only_synthetic.yaml")
+    config_file = os.path.join(REPO, "configs/synthetic/source_only.yaml")
     one = str(tmp_path / "one")
-    cfg = config("configs/baselines/source_only_synthetic.yaml", *DETERMINISTIC)
+    cfg = config("configs/synthetic/source_only.yaml", *DETERMINISTIC)
     cfg.OUTPUT_DIR = one
     seed_all_rng(cfg.SEED)  # rank 0 of the 2-process run is seeded the same (SEED + rank)
     trainer = UDATrainer(cfg)
@@ -104,6 +104,6 @@ def test_two_processes_average_gradients_like_one_process(synthetic_root, tmp_pa
 def test_sync_batchnorm_is_cuda_only():
     from detectron2.modeling import build_model
 
-    model = build_model(config("configs/baselines/source_only_synthetic.yaml"))
+    model = build_model(config("configs/synthetic/source_only.yaml"))
     with pytest.raises(ValueError, match="MODEL.SYNC_BN needs CUDA"):
         convert_sync_batchnorm(model, "cpu")

@@ -13,7 +13,7 @@ from duda_d2.engine import UDATrainer
 from helpers import config
 from test_self_training import start_iteration
 
-CONFIG = "configs/demo/duda_synthetic.yaml"
+CONFIG = "configs/synthetic/duda.yaml"
 TINY = ["MODEL.SEM_SEG_HEAD.EMBED_DIM", 16, "INPUT.CROP.SIZE", (32, 32),
         "DATALOADER.NUM_WORKERS", 0, "DATALOADER.SOURCE_IMS_PER_BATCH", 2,
         "DATALOADER.TARGET_IMS_PER_BATCH", 2, "SOLVER.WARMUP_ITERS", 1, "TEST.EVAL_PERIOD", 0,
@@ -88,13 +88,13 @@ def test_frozen_large_pair_gets_no_gradient_and_a_fixed_teacher():
 
 def test_extra_frozen_teacher_from_a_trained_checkpoint(tmp_path):
     # A "released adapted model": a plain UDASegmentor checkpoint of another architecture.
-    teacher_cfg = config("configs/Base-MiT-B5-DAFormer.yaml", "MODEL.MIT.VARIANT", "b0",
+    teacher_cfg = config("configs/networks/mit_b5_daformer.yaml", "MODEL.MIT.VARIANT", "b0",
                          "MODEL.SEM_SEG_HEAD.EMBED_DIM", 16, "MODEL.DEVICE", "cpu")
     torch.save({"model": build_model(teacher_cfg).state_dict()}, tmp_path / "teacher.pth")
     extra_cfg = tmp_path / "teacher.yaml"
     extra_cfg.write_text('_BASE_: "{}"\nMODEL:\n  MIT:\n    VARIANT: "b0"\n'
                          '  SEM_SEG_HEAD:\n    EMBED_DIM: 16\n'.format(
-                             os.path.abspath("configs/Base-MiT-B5-DAFormer.yaml")))
+                             os.path.abspath("configs/networks/mit_b5_daformer.yaml")))
     model = build_model(config(
         CONFIG, *TINY, "MODEL.DUDA.EXTRA_TEACHER_CONFIGS", [str(extra_cfg)],
         "MODEL.DUDA.EXTRA_TEACHER_WEIGHTS", [str(tmp_path / "teacher.pth")],

@@ -91,7 +91,7 @@ def test_trainer_adds_the_subsets_of_the_training_sets(two_image_dataset, tmp_pa
     source = name + "_source"
     MetadataCatalog.get(source).set(eval_class_subsets={"mIoU2": [0, 1]})
     try:
-        cfg = config("configs/Base-Synthetic.yaml", "DATASETS.SOURCE_TRAIN", (source,))
+        cfg = config("configs/synthetic/Base-SYNTHETIC.yaml", "DATASETS.SOURCE_TRAIN", (source,))
         evaluator = UDATrainer.build_evaluator(cfg, name, output_folder=str(tmp_path))
         evaluator.reset()
         preds = [np.array([[0, 1], [1, 5]]), np.array([[1, 1], [2, 0]])]

@@ -13,14 +13,14 @@ def _millions(module):
 
 
 def test_mit_b5_with_daformer_head_totals_85m():
-    cfg = config("configs/Base-MiT-B5-DAFormer.yaml", "MODEL.DEVICE", "meta")
+    cfg = config("configs/networks/mit_b5_daformer.yaml", "MODEL.DEVICE", "meta")
     with torch.device("meta"):  # shapes only: no memory, no initialisation cost
         model = build_model(cfg)
     assert _millions(model) == pytest.approx(85.0, rel=0.02)
 
 
 def test_deeplabv2_r101_totals_43m_at_output_stride_8():
-    cfg = config("configs/Base-DeepLabV2-R101.yaml", "MODEL.DEVICE", "cpu")
+    cfg = config("configs/networks/deeplabv2_r101.yaml", "MODEL.DEVICE", "cpu")
     model = build_model(cfg).eval()
     assert _millions(model) == pytest.approx(43.0, rel=0.02)
     assert {k: (s.channels, s.stride) for k, s in
@@ -35,7 +35,7 @@ def test_deeplabv2_r101_totals_43m_at_output_stride_8():
 
 
 def test_deeplabv2_head_sums_its_dilated_classifiers():
-    cfg = config("configs/Base-DeepLabV2-R101.yaml", "MODEL.RESNETS.DEPTH", 50)
+    cfg = config("configs/networks/deeplabv2_r101.yaml", "MODEL.RESNETS.DEPTH", 50)
     backbone = build_backbone(cfg)
     head = build_sem_seg_head(cfg, backbone.output_shape())
     assert [c.dilation for c in head.classifiers] == [(6, 6), (12, 12)]
@@ -45,7 +45,7 @@ def test_deeplabv2_head_sums_its_dilated_classifiers():
 
 
 def _daformer(fusion):
-    cfg = config("configs/Base-MiT-B5-DAFormer.yaml", "MODEL.MIT.VARIANT", "b0",
+    cfg = config("configs/networks/mit_b5_daformer.yaml", "MODEL.MIT.VARIANT", "b0",
                  "MODEL.SEM_SEG_HEAD.FUSION", fusion, "MODEL.SEM_SEG_HEAD.EMBED_DIM", 32)
     backbone = build_backbone(cfg)
     return backbone, build_sem_seg_head(cfg, backbone.output_shape())

@@ -19,7 +19,7 @@ def test_parameter_count_matches_segformer(variant):
 
 
 def test_registered_builder_gives_strides_and_channels():
-    cfg = config("configs/Base-MiT-B0-SegFormer.yaml", "MODEL.MIT.VARIANT", "b1")
+    cfg = config("configs/networks/mit_b0_segformer.yaml", "MODEL.MIT.VARIANT", "b1")
     backbone = build_backbone(cfg)
     shapes = backbone.output_shape()
     assert {k: (s.channels, s.stride) for k, s in shapes.items()} == {
@@ -45,7 +45,7 @@ def test_out_features_subset_and_unknown_name():
 
 
 def test_unknown_variant_is_a_clear_error():
-    cfg = config("configs/Base-MiT-B0-SegFormer.yaml", "MODEL.MIT.VARIANT", "b9")
+    cfg = config("configs/networks/mit_b0_segformer.yaml", "MODEL.MIT.VARIANT", "b9")
     with pytest.raises(ValueError, match="b9.*b0"):
         build_backbone(cfg)
 

@@ -15,9 +15,10 @@ import pytest
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 import duda_d2  # noqa: F401  (registers the datasets)
-from duda_d2.data.datasets.paths import DatasetNotFoundError
+from duda_d2.data.datasets import DatasetNotFoundError
 from duda_d2.data.labels import InvalidLabelError
-from duda_d2.data.preparation import class_pixel_counts, load_rcs_stats
+from duda_d2.data.rcs_stats_file import load_rcs_stats
+from duda_d2.prep.rcs_stats_computation import class_pixel_counts
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 H, W = 32, 64

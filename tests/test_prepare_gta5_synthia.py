@@ -15,8 +15,9 @@ import duda_d2  # noqa: F401  (registers the datasets)
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from duda_d2.data.datasets import DatasetNotFoundError
 from duda_d2.data.datasets.cityscapes_classes import SYNTHIA_13_CLASSES, SYNTHIA_16_CLASSES
-from duda_d2.data.datasets.source_conversion import LabelFormatError
-from duda_d2.data.preparation import RCS_STATS_FILE, class_pixel_counts
+from duda_d2.data.rcs_stats_file import RCS_STATS_FILE
+from duda_d2.prep.label_conversion import LabelFormatError
+from duda_d2.prep.rcs_stats_computation import class_pixel_counts
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 H, W, N = 40, 60, 3

@@ -128,7 +128,7 @@ def test_cross_entropy_is_mmseg_mean_over_all_pixels():
 
 
 # ------------------------------------------------------------------ MIC mode (item 2)
-ST = "configs/baselines/self_training_synthetic.yaml"
+ST = "configs/synthetic/self_training.yaml"
 TINY_ST = ["MODEL.SEM_SEG_HEAD.EMBED_DIM", 16, "MODEL.UDA.MIC_LAMBDA", 1.0,
            "MODEL.UDA.MIC_MASK_RATIO", 0.0, "MODEL.UDA.COLOR_JITTER_P", 1.0]
 
@@ -158,13 +158,13 @@ def test_mic_masks_the_images_of_its_mode(mode):
 
 
 def test_benchmark_configs_set_mics_mask_mode():
-    for path, mode in [("configs/duda_gta2cs.yaml", "separatetrgaug"),
-                       ("configs/duda_syn2cs.yaml", "separatetrgaug"),
-                       ("configs/duda_cs2acdc.yaml", "separate"),
-                       ("configs/duda_cs2darkzurich.yaml", "separate"),
-                       ("configs/baselines/self_training_cs2acdc.yaml", "separate"),
-                       ("configs/baselines/self_training_b0_cs2darkzurich.yaml", "separate"),
-                       ("configs/baselines/self_training_b0_gta2cs.yaml", "separatetrgaug")]:
+    for path, mode in [("configs/gta2cs/duda.yaml", "separatetrgaug"),
+                       ("configs/syn2cs/duda.yaml", "separatetrgaug"),
+                       ("configs/cs2acdc/duda.yaml", "separate"),
+                       ("configs/cs2darkzurich/duda.yaml", "separate"),
+                       ("configs/cs2acdc/self_training.yaml", "separate"),
+                       ("configs/cs2darkzurich/self_training_b0.yaml", "separate"),
+                       ("configs/gta2cs/self_training_b0.yaml", "separatetrgaug")]:
         assert config(path).MODEL.UDA.MIC_MODE == mode, path
     with pytest.raises(ValueError, match="MIC_MODE"):
         build_model(config(ST, "MODEL.UDA.MIC_MODE", "separatetarget"))
@@ -178,7 +178,7 @@ def test_feature_distance_without_imagenet_weights_is_an_error():
                                0.005, "MODEL.UDA.FD_RANDOM_REFERENCE", True))
     assert model.pair.imagenet_reference is not None
     with pytest.raises(ValueError, match="LARGE_NETWORK_OPTS"):
-        build_model(config("configs/demo/duda_synthetic.yaml", "MODEL.UDA.FD_LAMBDA", 0.005))
+        build_model(config("configs/synthetic/duda.yaml", "MODEL.UDA.FD_LAMBDA", 0.005))
 
 
 # ------------------------------------------------------------------ RCS crop (item 1)
@@ -203,9 +203,10 @@ def test_rare_class_crop_is_redrawn_until_it_holds_the_class(tmp_path):
     record = _rare_class_record(tmp_path)
     opts = ["INPUT.CROP.SIZE", (24, 24), "DATALOADER.RCS.ENABLED", True,
             "DATALOADER.RCS.MIN_PIXELS", 60]
-    retry = SemSegDatasetMapper(config("configs/Base-Synthetic.yaml", *opts), is_train=True)
+    retry = SemSegDatasetMapper(config("configs/synthetic/Base-SYNTHETIC.yaml", *opts),
+                                is_train=True)
     assert retry.rare_class_min_pixels == 30                      # 60 * MIN_CROP_RATIO 0.5
-    never = SemSegDatasetMapper(config("configs/Base-Synthetic.yaml", *opts,
+    never = SemSegDatasetMapper(config("configs/synthetic/Base-SYNTHETIC.yaml", *opts,
                                        "DATALOADER.RCS.MIN_CROP_RATIO", 0.0), is_train=True)
     held = [int((c == 12).sum()) > 30 for c in _crops(retry, record, range(60))]
     plain = [int((c == 12).sum()) > 30 for c in _crops(never, record, range(60))]

@@ -6,7 +6,8 @@ import os
 import pytest
 
 from duda_d2.data import build_supervised_train_loader, build_uda_train_loader
-from duda_d2.data.preparation import RcsStatsError, class_pixel_counts, save_rcs_stats
+from duda_d2.data.rcs_stats_file import RcsStatsError
+from duda_d2.prep.rcs_stats_computation import class_pixel_counts, save_rcs_stats
 from duda_d2.data.samplers import RareClassSampler, UniformSampler, rcs_class_probabilities
 from duda_d2.data.labels import load_label_map
 from helpers import config
@@ -51,7 +52,7 @@ def test_rcs_without_any_qualifying_image_is_a_clear_error():
 
 
 def _cfg(*opts):
-    return config("configs/baselines/source_only_synthetic.yaml", "DATALOADER.NUM_WORKERS", 0,
+    return config("configs/synthetic/source_only.yaml", "DATALOADER.NUM_WORKERS", 0,
                   "SOLVER.IMS_PER_BATCH", 4, "INPUT.CROP.SIZE", (32, 32), *opts)
 
 

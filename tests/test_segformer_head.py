@@ -6,7 +6,7 @@ from helpers import config
 
 
 def test_head_gives_stride4_logits_with_configured_embedding():
-    cfg = config("configs/Base-MiT-B0-SegFormer.yaml", "MODEL.SEM_SEG_HEAD.EMBED_DIM", 64)
+    cfg = config("configs/networks/mit_b0_segformer.yaml", "MODEL.SEM_SEG_HEAD.EMBED_DIM", 64)
     backbone = build_backbone(cfg)
     head = build_sem_seg_head(cfg, backbone.output_shape())
     assert head.linear_fuse[0].in_channels == 4 * 64
@@ -16,7 +16,7 @@ def test_head_gives_stride4_logits_with_configured_embedding():
 
 
 def test_head_rejects_features_the_backbone_does_not_give():
-    cfg = config("configs/Base-MiT-B0-SegFormer.yaml",
+    cfg = config("configs/networks/mit_b0_segformer.yaml",
                  "MODEL.SEM_SEG_HEAD.IN_FEATURES", ["res2", "p6"])
     backbone = build_backbone(cfg)
     try:

@@ -7,7 +7,7 @@ from helpers import config
 
 
 def _model(*opts):
-    cfg = config("configs/Base-Synthetic.yaml", "MODEL.SEM_SEG_HEAD.EMBED_DIM", 32, *opts)
+    cfg = config("configs/synthetic/Base-SYNTHETIC.yaml", "MODEL.SEM_SEG_HEAD.EMBED_DIM", 32, *opts)
     torch.manual_seed(0)
     return build_model(cfg)
 

@@ -15,7 +15,7 @@ from duda_d2.engine import UDATrainer
 from duda_d2.uda.teacher import teacher_mode
 from helpers import config
 
-CONFIG = "configs/baselines/self_training_synthetic.yaml"
+CONFIG = "configs/synthetic/self_training.yaml"
 SMALL = ["MODEL.SEM_SEG_HEAD.EMBED_DIM", 32, "INPUT.CROP.SIZE", (32, 32),
          "DATALOADER.NUM_WORKERS", 0, "DATALOADER.SOURCE_IMS_PER_BATCH", 2,
          "DATALOADER.TARGET_IMS_PER_BATCH", 2, "SOLVER.WARMUP_ITERS", 1, "TEST.EVAL_PERIOD", 0]

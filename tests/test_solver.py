@@ -8,7 +8,7 @@ from helpers import config
 
 
 def _setup(*opts):
-    cfg = config("configs/Base-Synthetic.yaml", "MODEL.SEM_SEG_HEAD.EMBED_DIM", 16, *opts)
+    cfg = config("configs/synthetic/Base-SYNTHETIC.yaml", "MODEL.SEM_SEG_HEAD.EMBED_DIM", 16, *opts)
     model = build_model(cfg)
     return cfg, model, build_optimizer(cfg, model)
 

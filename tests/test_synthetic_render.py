@@ -14,7 +14,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 from helpers import load_dataset_script  # noqa: E402
 
 prepare = load_dataset_script("prepare_synthetic")
-from duda_d2.data.synthetic import render  # noqa: E402
+from duda_d2.prep import synthetic_scene_renderer as render  # noqa: E402
 render_scene, render_layout = render.render_scene, render.render_layout
 ALLOWED = set(render.SYNTHETIC_CLASSES) | {255}
 TINY = dict(num_source=3, num_target=2, num_val=2, height=48, width=64)

@@ -12,7 +12,7 @@ sys.path.insert(0, os.path.join(REPO, "tools"))
 import analyze_model  # noqa: E402
 import benchmark_inference  # noqa: E402
 
-B0 = os.path.join(REPO, "configs/Base-MiT-B0-SegFormer.yaml")
+B0 = os.path.join(REPO, "configs/networks/mit_b0_segformer.yaml")
 
 
 class _Attention(nn.Module):
@@ -33,7 +33,7 @@ def test_linear_flops_match_hand_count():
 def test_analyze_model_prints_params_and_flops(capsys):
     assert analyze_model.main(["--config-file", B0, "--height", "64", "--width", "64"]) == 0
     out = capsys.readouterr().out
-    row = next(line for line in out.splitlines() if "Base-MiT-B0-SegFormer.yaml" in line)
+    row = next(line for line in out.splitlines() if "networks/mit_b0_segformer " in line)
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[1] == "network" and cells[2] == "3.32" and float(cells[5]) > 0
 
@@ -50,7 +50,7 @@ def test_benchmark_inference_measures_and_prints(capsys):
 def test_benchmark_loader_reports_images_per_second(synthetic_root, capsys):
     import benchmark_loader
 
-    config_file = os.path.join(REPO, "configs/baselines/self_training_synthetic.yaml")
+    config_file = os.path.join(REPO, "configs/synthetic/self_training.yaml")
     assert benchmark_loader.main(["--config-file", config_file, "--workers", "0",
                                   "--iterations", "2", "--warmup", "1",
                                   "INPUT.CROP.SIZE", "(32, 32)"]) == 0

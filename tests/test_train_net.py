@@ -38,7 +38,7 @@ def _all_metrics(output_dir):
 
 OPTS = ["SOLVER.IMS_PER_BATCH", "2", "SOLVER.WARMUP_ITERS", "2", "DATALOADER.NUM_WORKERS", "0",
         "MODEL.SEM_SEG_HEAD.EMBED_DIM", "32"]
-CONFIG = os.path.join(REPO, "configs/baselines/source_only_synthetic.yaml")
+CONFIG = os.path.join(REPO, "configs/synthetic/source_only.yaml")
 
 
 def test_train_writes_metrics_and_eval_only_reproduces(synthetic_root, tmp_path):

@@ -1,23 +1,21 @@
 #!/usr/bin/env python
 """Parameters and FLOPs (fvcore) of each network a config builds, at a given input size.
 
-    python tools/analyze_model.py --config-file configs/Base-MiT-B5-DAFormer.yaml \
+    python tools/analyze_model.py --config-file configs/networks/mit_b5_daformer.yaml \
         [--height 512 --width 1024] [KEY VALUE ...]
 """
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tabulate import tabulate
 
-from tabulate import tabulate  # noqa: E402
+from detectron2.modeling import build_model
 
-from detectron2.modeling import build_model  # noqa: E402
-
-from duda_d2 import load_config  # noqa: E402
-from duda_d2.utils.analysis import network_stats  # noqa: E402
+from duda_d2 import load_config
+from duda_d2.utils.analysis import network_stats
+from duda_d2.utils.benchmark import config_label
 
 
 def main(argv=None) -> int:
@@ -33,7 +31,7 @@ def main(argv=None) -> int:
         cfg = load_config(config_file, args.opts + ["MODEL.DEVICE", "cpu"])
         model = build_model(cfg)
         for s in network_stats(model, (args.height, args.width)):
-            rows.append([os.path.basename(config_file), s.name, f"{s.backbone_params / 1e6:.2f}",
+            rows.append([config_label(config_file), s.name, f"{s.backbone_params / 1e6:.2f}",
                          f"{s.head_params / 1e6:.2f}", f"{s.params / 1e6:.2f}", f"{s.gflops:.1f}"])
     print(f"input {args.height}x{args.width} (H x W), batch 1; FLOPs = fused multiply-adds")
     print(tabulate(rows, headers=["config", "network", "backbone M", "head M", "total M",

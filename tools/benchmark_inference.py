@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Inference throughput and peak memory of the models built by a list of configs.
 
-    python tools/benchmark_inference.py --config-file configs/Base-MiT-B0-SegFormer.yaml \
-        --config-file configs/Base-MiT-B5-DAFormer.yaml [--height 512 --width 1024] \
+    python tools/benchmark_inference.py --config-file configs/networks/mit_b0_segformer.yaml \
+        --config-file configs/networks/mit_b5_daformer.yaml [--height 512 --width 1024] \
         [--mode whole|slide] [--batch 1] [--runs 5] [--warmup 1] [--device cpu|cuda] \
         [KEY VALUE ...]
 
@@ -17,19 +17,16 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import torch
+from tabulate import tabulate
 
-import torch  # noqa: E402
-from tabulate import tabulate  # noqa: E402
+from detectron2.modeling import build_model
 
-from detectron2.modeling import build_model  # noqa: E402
-
-from duda_d2 import load_config  # noqa: E402
-from duda_d2.modeling.network import named_networks  # noqa: E402
-from duda_d2.utils.benchmark import peak_memory_mib, reset_peak_memory, time_runs  # noqa: E402
+from duda_d2 import load_config
+from duda_d2.modeling.network import named_networks
+from duda_d2.utils.benchmark import config_label, peak_memory_mib, reset_peak_memory, time_runs
 
 
 def measure(config_file: str, opts, height: int, width: int, batch: int, runs: int,
@@ -48,7 +45,7 @@ def measure(config_file: str, opts, height: int, width: int, batch: int, runs: i
         return model.inference_settings(network, images)
 
     timing = time_runs(step, runs, warmup, dev)
-    return {"config": os.path.basename(config_file), "network": name,
+    return {"config": config_label(config_file), "network": name,
             "seconds": timing.seconds, "summary": timing.summary(),
             "images_per_s": batch / timing.median, "peak_mib": peak_memory_mib(dev)}
 

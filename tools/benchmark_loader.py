@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Training-loader throughput (images per second) for several numbers of loader workers.
 
-    python tools/benchmark_loader.py --config-file configs/baselines/self_training_synthetic.yaml \
+    python tools/benchmark_loader.py --config-file configs/synthetic/self_training.yaml \
         [--workers 0 2] [--iterations 20] [--warmup 3] [KEY VALUE ...]
 
 Builds the loader the trainer would build (paired source/target batches for UDA
@@ -11,16 +11,13 @@ images per second (source + target images) per worker count.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tabulate import tabulate
 
-from tabulate import tabulate  # noqa: E402
-
-from duda_d2 import load_config  # noqa: E402
-from duda_d2.engine import UDATrainer  # noqa: E402
+from duda_d2 import load_config
+from duda_d2.engine import UDATrainer
 
 
 def _images_in(batch) -> int:

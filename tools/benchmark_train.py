@@ -2,9 +2,9 @@
 """Training-step time and peak memory of several configs, measured side by side.
 
     python tools/benchmark_train.py \
-        --config-file configs/baselines/self_training_gta2cs.yaml \
-        --config-file configs/duda_gta2cs.yaml \
-        --config-file configs/duda_gta2cs.yaml SOLVER.BACKWARD_PER_STAGE False \
+        --config-file configs/gta2cs/self_training.yaml \
+        --config-file configs/gta2cs/duda.yaml \
+        --config-file configs/gta2cs/duda.yaml SOLVER.BACKWARD_PER_STAGE False \
         [--crop 256] [--batch 2] [--warmup 1] [--steps 3] [--rounds 3] [--processes 1 2]
         [--opts KEY VALUE ...]
 
@@ -37,7 +37,6 @@ import time
 from typing import Dict, List
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
 
 from tabulate import tabulate  # noqa: E402
 

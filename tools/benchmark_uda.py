@@ -2,8 +2,8 @@
 """Train several configs with several seeds on the same budget and compare target mIoU.
 
     python tools/benchmark_uda.py \
-        --config-file configs/baselines/source_only_synthetic.yaml \
-        --config-file configs/baselines/self_training_synthetic.yaml \
+        --config-file configs/synthetic/source_only.yaml \
+        --config-file configs/synthetic/self_training.yaml \
         [--seeds 0 1 2] [--output-dir output/benchmark_uda] [KEY VALUE ...]
 
 Each (config, seed) is one ``tools/train_net.py`` run in ``OUTPUT_DIR/<config>/seed<s>``; a run
@@ -26,10 +26,10 @@ import sys
 from typing import Dict, List
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
 
 from tabulate import tabulate  # noqa: E402
 
+from duda_d2.utils.benchmark import config_label  # noqa: E402
 from duda_d2.utils.runs import finished_run, reset_run_dir  # noqa: E402
 
 
@@ -39,7 +39,7 @@ def run_one(config_file: str, seed: int, output_dir: str, opts: List[str]) -> Di
     run_opts = ["SEED", str(seed), *opts]
     done = finished_run(output_dir, config_file, run_opts)
     if done is None:
-        print(f"[benchmark_uda] {os.path.basename(config_file)} seed {seed} -> {output_dir}",
+        print(f"[benchmark_uda] {config_label(config_file)} seed {seed} -> {output_dir}",
               flush=True)
         reset_run_dir(output_dir)
         cmd = [sys.executable, os.path.join(REPO, "tools", "train_net.py"), "--config-file",
@@ -134,7 +134,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     results: Dict[str, List[Dict]] = {}
     for config_file in args.config_file:
-        name = os.path.splitext(os.path.basename(config_file))[0]
+        name = config_label(config_file)
         run_dirs = [os.path.join(args.output_dir, name, f"seed{seed}") for seed in args.seeds]
         results[name] = [run_one(config_file, seed, run_dir, args.opts)
                          for seed, run_dir in zip(args.seeds, run_dirs)]

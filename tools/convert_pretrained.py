@@ -14,20 +14,16 @@ written) unless ``--allow-unmatched`` is given. The logic is in
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import List, Optional
 
-# Run from a checkout without installing: make the repository root importable.
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import torch
 
-import torch  # noqa: E402
-
-from duda_d2.engine.checkpoint import atomic_write_bytes  # noqa: E402
-from duda_d2.modeling.backbone.mit_convert import (  # noqa: E402
+from duda_d2.modeling.backbone.mit_convert import (
     convert_state_dict,
     load_state_dict_file,
 )
+from duda_d2.utils.atomic_files import atomic_write_bytes
 
 AUTHOR = "duda_d2.convert_pretrained"
 VARIANTS = ("b0", "b1", "b2", "b3", "b4", "b5")

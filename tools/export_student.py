@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Export one network of a trained model (by default DUDA's small student) for deployment.
 
-    python tools/export_student.py --config-file configs/duda_gta2cs.yaml \
+    python tools/export_student.py --config-file configs/gta2cs/duda.yaml \
         --weights output/duda_gta2cs/model_final.pth --output-dir export/ \
         [--network small_student|large_student|teacher] [--height 512 --width 1024] \
         [--format torchscript|none]
@@ -18,18 +18,16 @@ import argparse
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import torch
+from torch import nn
 
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
+from detectron2.modeling import build_model
 
-from detectron2.modeling import build_model  # noqa: E402
-
-from duda_d2 import load_config  # noqa: E402
-from duda_d2.engine import AtomicCheckpointer  # noqa: E402
-from duda_d2.engine.checkpoint import atomic_write_bytes  # noqa: E402
-from duda_d2.modeling.network import sub_network_config  # noqa: E402
-from duda_d2.uda.losses import upsample_logits  # noqa: E402
+from duda_d2 import load_config
+from duda_d2.engine import AtomicCheckpointer
+from duda_d2.modeling.network import sub_network_config
+from duda_d2.uda.losses import upsample_logits
+from duda_d2.utils.atomic_files import atomic_write_bytes
 
 NETWORKS = ("small_student", "large_student", "teacher")
 

@@ -25,15 +25,15 @@ AMP=(SOLVER.AMP.ENABLED True SOLVER.AMP.PRECISION "$PRECISION")
 echo "== 1. training step, crop 512, batch 2+2, AMP $PRECISION"
 "$PY" tools/benchmark_train.py --crop 512 --batch 2 --warmup 3 --steps 10 --rounds 2 \
   --output-dir output/gpu_check/benchmark_train \
-  --config-file configs/baselines/self_training_gta2cs.yaml \
-  --config-file configs/duda_gta2cs.yaml \
-  --config-file configs/duda_gta2cs.yaml SOLVER.BACKWARD_PER_STAGE False \
+  --config-file configs/gta2cs/self_training.yaml \
+  --config-file configs/gta2cs/duda.yaml \
+  --config-file configs/gta2cs/duda.yaml SOLVER.BACKWARD_PER_STAGE False \
   --opts "${AMP[@]}"
 
 echo "== 2. DUDA training, $ITERS iterations at 512 crops on the synthetic data, AMP $PRECISION"
 OUT=output/gpu_check/duda_synthetic_512
 rm -rf "$OUT"
-"$PY" tools/train_net.py --config-file configs/duda_gta2cs.yaml \
+"$PY" tools/train_net.py --config-file configs/gta2cs/duda.yaml \
   DATASETS.SOURCE_TRAIN '("synthetic_uda_source_train",)' \
   DATASETS.TARGET_TRAIN '("synthetic_uda_target_train",)' \
   DATASETS.TEST '("synthetic_uda_target_val",)' DATALOADER.RCS.ENABLED False \
@@ -61,14 +61,14 @@ NGPU=$("$PY" -c "import torch; print(torch.cuda.device_count())")
 if [ "$NGPU" -ge 2 ]; then
   "$PY" tools/benchmark_train.py --crop 512 --batch 2 --warmup 3 --steps 10 --rounds 1 \
     --processes 1 2 --output-dir output/gpu_check/benchmark_ddp \
-    --config-file configs/duda_gta2cs.yaml \
-    --config-file configs/duda_gta2cs.yaml MODEL.SYNC_BN True \
+    --config-file configs/gta2cs/duda.yaml \
+    --config-file configs/gta2cs/duda.yaml MODEL.SYNC_BN True \
     --opts "${AMP[@]}"
 else
   echo "one GPU: the 2-process comparison needs two; SyncBatchNorm path in one process"
   OUT=output/gpu_check/sync_bn
   rm -rf "$OUT"
-  "$PY" tools/train_net.py --config-file configs/demo/duda_synthetic.yaml MODEL.DEVICE cuda \
+  "$PY" tools/train_net.py --config-file configs/synthetic/duda.yaml MODEL.DEVICE cuda \
     MODEL.SYNC_BN True SOLVER.MAX_ITER 20 DATALOADER.NUM_WORKERS 2 OUTPUT_DIR "$OUT" \
     > "$OUT.log" 2>&1 || { tail -40 "$OUT.log"; exit 1; }
   grep -o "sem_seg/mIoU[^,]*" "$OUT/metrics.json" | tail -1 || true

@@ -16,23 +16,21 @@ import os
 import sys
 from typing import List
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from PIL import Image  # noqa: E402
-from tqdm import tqdm  # noqa: E402
+from detectron2.data import MetadataCatalog
+from detectron2.data import detection_utils as utils
+from detectron2.data import transforms as T
+from detectron2.modeling import build_model
+from detectron2.utils.visualizer import ColorMode, Visualizer
 
-from detectron2.data import MetadataCatalog  # noqa: E402
-from detectron2.data import detection_utils as utils  # noqa: E402
-from detectron2.data import transforms as T  # noqa: E402
-from detectron2.modeling import build_model  # noqa: E402
-from detectron2.utils.visualizer import ColorMode, Visualizer  # noqa: E402
-
-from duda_d2 import load_config  # noqa: E402
-from duda_d2.data.datasets import cityscapes_sem_seg_metadata  # noqa: E402
-from duda_d2.data.mappers import build_test_augmentations  # noqa: E402
-from duda_d2.engine import AtomicCheckpointer  # noqa: E402
+from duda_d2 import load_config
+from duda_d2.data.datasets import cityscapes_sem_seg_metadata
+from duda_d2.data.mappers import build_test_augmentations
+from duda_d2.engine import AtomicCheckpointer
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 

@@ -2,7 +2,7 @@
 """`make demo`: DUDA on the synthetic "game -> real" benchmark, on the CPU, from nothing.
 
 1. prepares the synthetic dataset if it is missing (datasets/prepare_synthetic.py);
-2. trains a source-only MiT-B0 and the DUDA demo (configs/demo/duda_synthetic.yaml) on the
+2. trains a source-only MiT-B0 and the DUDA demo (configs/synthetic/duda.yaml) on the
    same budget (finished runs are reused; ``--fresh`` retrains);
 3. prints both target-val mIoUs and saves a picture -- target image | source-only |
    DUDA small student | ground truth -- for a few validation images.
@@ -16,7 +16,6 @@ import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -24,8 +23,8 @@ from PIL import Image  # noqa: E402
 
 from duda_d2.utils.runs import finished_run, read_metrics, reset_run_dir  # noqa: E402
 
-DUDA_CONFIG = os.path.join(REPO, "configs/demo/duda_synthetic.yaml")
-SOURCE_ONLY_CONFIG = os.path.join(REPO, "configs/baselines/source_only_synthetic.yaml")
+DUDA_CONFIG = os.path.join(REPO, "configs/synthetic/duda.yaml")
+SOURCE_ONLY_CONFIG = os.path.join(REPO, "configs/synthetic/source_only.yaml")
 
 
 def train(name: str, config_file: str, output_dir: str, opts, fresh: bool) -> float:
@@ -95,7 +94,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     from duda_d2 import load_config
-    from duda_d2.data.datasets.paths import dataset_root
+    from duda_d2.data.datasets import dataset_root
 
     if not os.path.isfile(os.path.join(dataset_root(), "synthetic_uda", "meta.json")):
         print(f"[demo] preparing the synthetic dataset in {dataset_root()}/synthetic_uda")

@@ -1,24 +1,18 @@
 #!/usr/bin/env python
 """Train or evaluate a duda_d2 model -- Detectron2's standard training script.
 
-    python tools/train_net.py --config-file configs/baselines/source_only_synthetic.yaml
+    python tools/train_net.py --config-file configs/synthetic/source_only.yaml
     python tools/train_net.py --config-file F --eval-only MODEL.WEIGHTS out/model_final.pth
     python tools/train_net.py --config-file F --num-gpus 8 [--resume] [KEY VALUE ...]
 """
 from __future__ import annotations
 
-import os
-import sys
+from detectron2.engine import default_argument_parser, default_setup, launch
+from detectron2.evaluation import verify_results
+from detectron2.utils import comm
 
-# Run from a checkout without installing: make the repository root importable.
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from detectron2.engine import default_argument_parser, default_setup, launch  # noqa: E402
-from detectron2.evaluation import verify_results  # noqa: E402
-from detectron2.utils import comm  # noqa: E402
-
-from duda_d2 import load_config  # noqa: E402
-from duda_d2.engine import AtomicCheckpointer, UDATrainer  # noqa: E402
+from duda_d2 import load_config
+from duda_d2.engine import AtomicCheckpointer, UDATrainer
 
 
 def setup(args):

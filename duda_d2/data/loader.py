@@ -21,9 +21,9 @@ from detectron2.data.build import trivial_batch_collator
 from detectron2.data.common import DatasetFromList
 from detectron2.utils import comm
 
-from .datasets.paths import dataset_root
+from .datasets.layout import dataset_root
 from .mappers import SemSegDatasetMapper
-from .preparation import RcsStatsError, load_rcs_stats
+from .rcs_stats_file import RcsStatsError, load_rcs_stats
 from .samplers import PositionalSampler, RareClassSampler, UniformSampler
 
 __all__ = ["SeededTrainLoader", "build_supervised_train_loader", "build_uda_train_loader",

@@ -7,30 +7,14 @@ moved into place with ``os.replace``.
 from __future__ import annotations
 
 import os
-import tempfile
 
 import torch
 
 from detectron2.checkpoint import DetectionCheckpointer
 
-__all__ = ["AtomicCheckpointer", "atomic_write_bytes"]
+from ..utils.atomic_files import atomic_write_bytes
 
-
-def atomic_write_bytes(path: str, write_fn) -> None:
-    """Call ``write_fn(file)`` on a temporary file, fsync it, then rename it to ``path``."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write_fn(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+__all__ = ["AtomicCheckpointer"]
 
 
 class AtomicCheckpointer(DetectionCheckpointer):

@@ -1,1 +1,2 @@
-"""Tool support: model analysis (parameters, FLOPs) and benchmarking helpers."""
+"""Support code: model analysis (parameters, FLOPs), benchmarking helpers, run reuse, and the
+atomic file writer every saved file goes through."""

@@ -1,6 +1,7 @@
 """Measurement helpers for the benchmark tools: timed runs and peak memory."""
 from __future__ import annotations
 
+import os
 import resource
 import statistics
 import sys
@@ -10,7 +11,7 @@ from typing import Callable, List
 
 import torch
 
-__all__ = ["Timing", "time_runs", "peak_memory_mib", "reset_peak_memory"]
+__all__ = ["Timing", "time_runs", "peak_memory_mib", "reset_peak_memory", "config_label"]
 
 
 @dataclass
@@ -60,3 +61,15 @@ def peak_memory_mib(device: torch.device) -> float:
         return torch.cuda.max_memory_allocated(device) / 2**20
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
+
+
+def config_label(config_file: str) -> str:
+    """A config's name for tables and run folders: its path below a ``configs`` folder without
+    ``.yaml`` (``gta2cs/duda``, so that ``gta2cs/duda.yaml`` and ``syn2cs/duda.yaml`` differ),
+    else its file name."""
+    parts = os.path.normpath(os.path.abspath(config_file)).split(os.sep)
+    stem = os.path.splitext(parts[-1])[0]
+    if "configs" in parts[:-1]:
+        below = parts[len(parts) - parts[::-1].index("configs"):-1]
+        return "/".join(below + [stem])
+    return stem

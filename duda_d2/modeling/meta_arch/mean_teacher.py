@@ -11,7 +11,7 @@ student (``update_teacher``, called by ``TeacherEMAHook`` before each step). Hel
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Sequence
 
 import torch
 from torch import nn

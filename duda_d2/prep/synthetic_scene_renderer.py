@@ -1,5 +1,8 @@
 """Procedural street scenes in two styles: flat "game" (source) and photo-like "real" (target).
 
+``render_scene`` draws one scene with its Cityscapes train-id labels;
+``datasets/prepare_synthetic.py`` writes a whole benchmark with it. Pure numpy + OpenCV.
+
 A scene is made in two independent steps:
 
 1. ``render_layout(seed)`` builds the geometry from the seed alone: a pinhole camera looking

@@ -1,0 +1,157 @@
+"""How a dataset is laid out on disk, how its files are listed, and the error a user sees when a
+folder or file is missing.
+
+Every dataset of the project is one ``DatasetLayout`` (``project_datasets.py``): its folder under
+the dataset root (``$DETECTRON2_DATASETS``), the image and label suffixes, the prepare script,
+where it is downloaded, and its registered splits with the (image folder, label folder) pairs
+they read. Registration (``registration.py``) and the prepare scripts list files with the same
+layouts, so the two never disagree.
+
+Every missing or incomplete dataset raises ``DatasetNotFoundError`` through ``dataset_error``:
+the message names what is missing, the dataset root and ``$DETECTRON2_DATASETS``, and the fix --
+which archives to download from where, and which prepare script to run -- because "file not
+found" alone does not tell a user whether to set a variable, extract a zip or run a script.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple
+
+__all__ = ["DatasetNotFoundError", "FolderPair", "Pair", "SplitLayout", "DatasetLayout",
+           "dataset_root", "dataset_error", "require_folder", "iter_files", "list_split",
+           "require_labels"]
+
+# (image folder, label folder or None for unlabelled images), relative to the dataset folder.
+FolderPair = Tuple[str, Optional[str]]
+# (image, label or None), relative to the dataset folder.
+Pair = Tuple[str, Optional[str]]
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """A dataset folder is missing or incomplete; the message says how to create it."""
+
+
+@dataclass(frozen=True)
+class SplitLayout:
+    """A registered split: its name, the folders of its images (and labels), its metadata."""
+
+    name: str
+    folders: Tuple[FolderPair, ...]
+    metadata: Dict = field(default_factory=dict)  # besides the dataset's own
+    image_id_prefix: str = ""
+    has_rcs_stats: bool = False  # the prepare script writes its rare-class statistics
+
+
+@dataclass(frozen=True)
+class DatasetLayout:
+    """A dataset under the dataset root, and how it is made.
+
+    An image ``<image folder>/<sub/path/stem><image_suffix>`` has its train-id label at
+    ``<label folder>/<sub/path/stem><label_suffix>``.
+    """
+
+    title: str  # shown in messages
+    folder: str  # the dataset's folder under the dataset root
+    image_suffix: str
+    label_suffix: str
+    prepare_script: str  # relative to the repository
+    splits: Tuple[SplitLayout, ...]
+    download_url: Optional[str] = None  # None: the prepare script generates the whole dataset
+    archives: Tuple[str, ...] = ()  # the downloads to extract into the dataset folder
+    labels_from_prepare_script: bool = True  # False: the download ships the train-id labels
+    metadata: Dict = field(default_factory=dict)  # every split's extra metadata
+
+    def split(self, name: str) -> SplitLayout:
+        return next(s for s in self.splits if s.name == name)
+
+    def dataset_dir(self, root: str) -> str:
+        return os.path.join(root, self.folder)
+
+    def label_name(self, image: str) -> str:
+        """The label path of ``image`` (both relative to their folders)."""
+        return image[:-len(self.image_suffix)] + self.label_suffix
+
+
+def dataset_root() -> str:
+    """``$DETECTRON2_DATASETS`` (Detectron2's convention), else ``./datasets``."""
+    return os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets"))
+
+
+def _root_description(root: str) -> str:
+    env = os.environ.get("DETECTRON2_DATASETS")
+    env_text = f"'{env}'" if env is not None else "unset, i.e. ./datasets"
+    return (f"Datasets are read from '{os.path.abspath(root)}' ($DETECTRON2_DATASETS, now "
+            f"{env_text}; the prepare scripts also take --root)")
+
+
+def dataset_error(layout: DatasetLayout, root: str, problem: str,
+                  downloaded: bool = False) -> DatasetNotFoundError:
+    """An error stating ``problem``, where datasets are read from, and how to fix it.
+
+    ``downloaded``: the download is complete and only the prepare script's output is missing,
+    so the fix is running the script; otherwise it is downloading and extracting the archives
+    first (for a dataset without download: running the script).
+    """
+    same_root = os.path.abspath(root) == os.path.abspath(dataset_root())
+    fix = (f"run `.venv/bin/python {layout.prepare_script}"
+           f"{'' if same_root else ' --root ' + root}`")
+    if layout.download_url is not None and not downloaded:
+        what = " and ".join(layout.archives) or layout.title
+        them = "them" if len(layout.archives) > 1 else "it"
+        fix = (f"download {what} from {layout.download_url}, extract {them} into "
+               f"'{os.path.abspath(layout.dataset_dir(root))}' (exact layout: "
+               f"datasets/README.md), then {fix}")
+    return DatasetNotFoundError(f"{problem}. {_root_description(root)}. Fix: {fix}.")
+
+
+def require_folder(layout: DatasetLayout, root: str, folder: str, what: str) -> str:
+    """The absolute path of ``folder`` (relative to the dataset folder) if it exists, else
+    raise ``dataset_error`` naming it."""
+    path = os.path.abspath(os.path.join(layout.dataset_dir(root), folder))
+    if not os.path.isdir(path):
+        raise dataset_error(layout, root, f"{layout.title} {what} '{path}' does not exist")
+    return path
+
+
+def iter_files(folder: str, suffix: str) -> List[str]:
+    """Paths (relative to ``folder``) of the files below it ending with ``suffix``, sorted."""
+    found = []
+    for dirpath, _, names in os.walk(folder):
+        for name in names:
+            if name.endswith(suffix):
+                found.append(os.path.relpath(os.path.join(dirpath, name), folder))
+    return sorted(found)
+
+
+def _folder_pairs(layout: DatasetLayout, root: str, folders: FolderPair) -> List[Pair]:
+    image_folder, label_folder = folders
+    image_dir = require_folder(layout, root, image_folder, "image folder")
+    if label_folder is not None:
+        require_folder(layout, root, label_folder, "label folder")
+    images = iter_files(image_dir, layout.image_suffix)
+    if not images:
+        raise dataset_error(layout, root, f"no *{layout.image_suffix} images in '{image_dir}'")
+    return [(os.path.join(image_folder, image),
+             None if label_folder is None else
+             os.path.join(label_folder, layout.label_name(image))) for image in images]
+
+
+def list_split(layout: DatasetLayout, split: SplitLayout, root: str) -> List[Pair]:
+    """(image, label or None) paths of ``split``, relative to the dataset folder, after checking
+    that its folders exist and hold images (the labels themselves are not checked)."""
+    return [pair for folders in split.folders for pair in _folder_pairs(layout, root, folders)]
+
+
+def require_labels(layout: DatasetLayout, split: SplitLayout, root: str,
+                   pairs: List[Pair]) -> None:
+    """Raise ``dataset_error`` naming the first label of ``pairs`` that does not exist."""
+    dataset_dir = layout.dataset_dir(root)
+    missing = [label for _, label in pairs
+               if label is not None and not os.path.isfile(os.path.join(dataset_dir, label))]
+    if missing:
+        first = os.path.abspath(os.path.join(dataset_dir, missing[0]))
+        raise dataset_error(
+            layout, root, f"{len(missing)} of {len(pairs)} images of {split.name} have no "
+            f"train-id label (first missing: '{first}')",
+            downloaded=layout.labels_from_prepare_script)

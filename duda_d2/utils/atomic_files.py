@@ -1,0 +1,43 @@
+"""Atomic file writes: a crash (or a full disk) never leaves a truncated file behind.
+
+Checkpoints, exported and converted weights and every file of the dataset preparation go
+through ``atomic_write_bytes``: the content is written to a hidden temporary file in the target
+folder, flushed and fsynced, then moved over the target with ``os.replace`` (atomic within one
+file system), so a reader sees the old file or the new one, never a part of it. An interrupted
+run therefore leaves nothing a re-run could mistake for finished work.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+from typing import BinaryIO, Callable, Union
+
+__all__ = ["atomic_write_bytes"]
+
+WriteFn = Callable[[BinaryIO], object]
+
+
+def atomic_write_bytes(path: str, data_or_write_fn: Union[bytes, WriteFn]) -> None:
+    """Atomically replace ``path`` with ``data_or_write_fn``: bytes, or a function that writes
+    the content to the binary file it is given (``lambda f: torch.save(obj, f)``).
+
+    Parent folders are created; the file gets the usual permissions (0666 less the umask). On
+    any error the temporary file (``.tmp_<name>...``) is removed and ``path`` is left as it was.
+    """
+    folder, name = os.path.split(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, f".tmp_{name}.{os.getpid()}.{secrets.token_hex(4)}")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    try:
+        with os.fdopen(os.open(tmp, flags, 0o666), "wb") as f:
+            if callable(data_or_write_fn):
+                data_or_write_fn(f)
+            else:
+                f.write(data_or_write_fn)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
