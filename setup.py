@@ -1,5 +1,51 @@
-"""duda_d2: a Detectron2 plugin for Distilled Unsupervised Domain Adaptation (DUDA)."""
+"""duda_d2: a Detectron2 plugin for Distilled Unsupervised Domain Adaptation (DUDA).
+
+``make`` installs the pinned releases of requirements.txt (and requirements-dev.txt); in your
+own environment ``pip install -e .`` (or ``.[dev]``, ``.[interchange]``) installs these ranges,
+then ``python tools/install_detectron2.py`` installs Detectron2 (README: Detectron2
+installation). tests/test_packaging.py checks that every third-party module imported under
+duda_d2/, tools/ and datasets/ is listed here, and that requirements*.txt agree.
+"""
 from setuptools import find_packages, setup
+
+INSTALL_REQUIRES = [
+    # torch.amp.GradScaler(device) (AMP with float16) needs torch 2.3; the other torch APIs the
+    # code uses are older (scaled_dot_product_attention 2.0, weights_only= 1.13).
+    "torch>=2.3",
+    "torchvision>=0.18",  # the release built for torch 2.3 (transforms.v2.functional)
+    "numpy",
+    "pillow",
+    "opencv-python-headless",  # cv2: dataset preparation, Detectron2's visualizer
+    "timm>=0.9",  # timm.layers, features_only backbones
+    "kornia>=0.7",  # ColorJiggle: DACS/DAFormer/MIC colour jitter
+    "cityscapesscripts",  # the Cityscapes label table; json2labelImg in prepare_cityscapes.py
+    "fvcore",  # the poly LR schedule, FLOP counting
+    "pyyaml",
+    "tqdm",
+    "tabulate",  # tools' tables
+    "matplotlib",  # tools' plots and prediction pictures
+    # Detectron2 itself is not listed: it is not published on PyPI under its own name. The
+    # PyPI snapshot tools/install_detectron2.py installs comes without its dependencies
+    # (pip --no-deps), so those it imports at run time are listed here (tensorboard: its
+    # default training event writer). Its hydra-core and black serve LazyConfig only, which
+    # the project does not use.
+    "iopath",
+    "pycocotools>=2.0.2",
+    "yacs>=0.1.8",
+    "termcolor>=1.1",
+    "cloudpickle",
+    "omegaconf>=2.1,<2.4",
+    "tensorboard",
+    "packaging",
+]
+
+# Every package the datasets/prepare_*.py scripts import is needed at run time as well, so
+# there is no "prep" group.
+EXTRAS_REQUIRE = {
+    "dev": ["pytest", "pytest-timeout"],  # the test suite (requirements-dev.txt)
+    # Reading HuggingFace .safetensors weights (tools/convert_pretrained.py).
+    "interchange": ["safetensors"],
+}
 
 setup(
     name="duda_d2",
@@ -8,7 +54,6 @@ setup(
     "segmentation, as a Detectron2 plugin",
     packages=find_packages(include=["duda_d2", "duda_d2.*"]),
     python_requires=">=3.9",
-    # Runtime dependencies are listed in requirements.txt; Detectron2 is not on PyPI under its
-    # own name and is installed by tools/install_detectron2.py (see README).
-    install_requires=["torch>=2.1", "torchvision", "numpy", "pillow", "timm", "fvcore"],
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS_REQUIRE,
 )

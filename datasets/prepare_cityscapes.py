@@ -12,8 +12,10 @@ Expects ``leftImg8bit_trainvaltest.zip`` and ``gtFine_trainvaltest.zip`` extract
 
 Train ids come from cityscapesscripts' label table: ``*_gtFine_labelIds.png`` through an
 id -> train id lookup table, or, when only the polygons exist, cityscapesscripts'
-``json2labelImg(..., "trainIds")``. Resumable: existing labels are skipped, every file is
-written atomically.
+``json2labelImg(..., "trainIds")``. Resumable: existing labels are skipped (those that are empty
+or damaged are converted again), every file is written atomically. Images and ``labelIds.png``
+files that are empty or damaged, and ``gtFine`` files without their image, are an error listing
+them, before anything is converted.
 """
 from __future__ import annotations
 
@@ -30,10 +32,13 @@ import numpy as np  # noqa: E402
 from cityscapesscripts.helpers.labels import labels as CITYSCAPES_LABELS  # noqa: E402
 from cityscapesscripts.preparation.json2labelImg import json2labelImg  # noqa: E402
 
-from duda_d2.data.datasets.layout import dataset_error, dataset_root, list_split  # noqa: E402
+from duda_d2.data.datasets.file_check import file_problem  # noqa: E402
+from duda_d2.data.datasets.layout import (  # noqa: E402
+    Pair, dataset_error, dataset_root, list_split, require_images, require_whole_files)
 from duda_d2.data.datasets.project_datasets import CITYSCAPES  # noqa: E402
 from duda_d2.data.rcs_stats_file import RcsStatsError, load_rcs_stats  # noqa: E402
-from duda_d2.prep.command_line import prepare_argument_parser, run_prepare_cli  # noqa: E402
+from duda_d2.prep.command_line import (  # noqa: E402
+    prepare_argument_parser, replaced_note, run_prepare_cli)
 from duda_d2.prep.label_conversion import id_to_train_id_lut  # noqa: E402
 from duda_d2.prep.png_files import write_png  # noqa: E402
 from duda_d2.prep.process_pool import parallel_map  # noqa: E402
@@ -43,6 +48,7 @@ from duda_d2.utils.atomic_files import atomic_write_bytes  # noqa: E402
 SPLITS = {"train": "cityscapes_fine_sem_seg_train", "val": "cityscapes_fine_sem_seg_val"}
 NUM_CLASSES = 19
 TRAIN_ID_SUFFIX = "labelTrainIds.png"
+LABEL_SOURCES = ("labelIds.png", "polygons.json")  # in order of preference
 # Train ids outside 0..18 (255: ignored classes, -1: license plate) all become 255.
 ID_TO_TRAIN_ID = id_to_train_id_lut({l.id: l.trainId for l in CITYSCAPES_LABELS
                                      if l.id >= 0 and 0 <= l.trainId < NUM_CLASSES})
@@ -51,34 +57,51 @@ ID_TO_TRAIN_ID = id_to_train_id_lut({l.id: l.trainId for l in CITYSCAPES_LABELS
 class Conversion(NamedTuple):
     source: str  # *_gtFine_labelIds.png or *_gtFine_polygons.json
     output: str  # *_gtFine_labelTrainIds.png
+    replaces_damaged: bool = False  # the output exists but is empty or damaged
 
 
 def _label_source(train_id_label: str) -> Optional[str]:
     """The file to convert: the label-id PNG if present, else the polygons, else None."""
     gt_prefix = train_id_label[:-len(TRAIN_ID_SUFFIX)]
-    for suffix in ("labelIds.png", "polygons.json"):
+    for suffix in LABEL_SOURCES:
         if os.path.isfile(gt_prefix + suffix):
             return gt_prefix + suffix
     return None
 
 
+def _check_downloaded_files(root: str, split: str, pairs: List[Pair]) -> List[Tuple[str, str]]:
+    """Check that every ``gtFine`` file of ``split`` has its image and that no image or label-id
+    PNG is empty or damaged; returns ``pairs`` as absolute paths."""
+    require_images(CITYSCAPES, CITYSCAPES.split(SPLITS[split]), root, pairs,
+                   [CITYSCAPES.label_suffix] + [f"_gtFine_{suffix}" for suffix in LABEL_SOURCES])
+    cityscapes_dir = os.path.abspath(CITYSCAPES.dataset_dir(root))
+    pairs = [(os.path.join(cityscapes_dir, image), os.path.join(cityscapes_dir, label))
+             for image, label in pairs]
+    label_ids = [label[:-len(TRAIN_ID_SUFFIX)] + LABEL_SOURCES[0] for _, label in pairs]
+    require_whole_files(CITYSCAPES, root, f"images and label-id PNGs of Cityscapes {split}",
+                        [image for image, _ in pairs] + [p for p in label_ids if os.path.exists(p)])
+    return pairs
+
+
 def pending_conversions(root: str, split: str) -> Tuple[List[Conversion], List[str]]:
     """(labels still to write, all train-id label paths) of ``split``.
 
-    An image whose label is missing and that has neither label source is an error naming it.
+    An image whose label is missing and that has neither label source is an error naming it,
+    and so are ``_check_downloaded_files``' problems. A label that exists but is empty or
+    damaged is written again.
     """
-    cityscapes_dir = CITYSCAPES.dataset_dir(root)
-    pairs = [(os.path.join(cityscapes_dir, image), os.path.join(cityscapes_dir, label))
-             for image, label in list_split(CITYSCAPES, CITYSCAPES.split(SPLITS[split]), root)]
+    pairs = _check_downloaded_files(
+        root, split, list_split(CITYSCAPES, CITYSCAPES.split(SPLITS[split]), root))
     todo, orphans = [], []
     for image, label in pairs:
-        if os.path.isfile(label):
+        problem = file_problem(label)
+        if problem is None:
             continue
         source = _label_source(label)
         if source is None:
             orphans.append(image)
         else:
-            todo.append(Conversion(source, label))
+            todo.append(Conversion(source, label, problem != "does not exist"))
     if orphans:
         raise dataset_error(
             CITYSCAPES, root, f"{len(orphans)} Cityscapes {split} images have neither "
@@ -151,13 +174,14 @@ def prepare_cityscapes(root: Optional[str] = None, nproc: Optional[int] = None,
     nproc = nproc or os.cpu_count() or 1
     jobs = {split: pending_conversions(root, split) for split in SPLITS}  # check all first
     cityscapes_dir = CITYSCAPES.dataset_dir(root)
-    stats = {"converted": 0, "skipped": 0, "rcs_stats_written": 0}
+    stats = {"converted": 0, "replaced": 0, "skipped": 0, "rcs_stats_written": 0}
     counted: Dict[str, Dict[str, int]] = {}
     for split, (todo, labels) in jobs.items():
         done = parallel_map(convert, todo, nproc, f"cityscapes {split} labels", progress)
         if split == "train":
             counted = dict(done)
         stats["converted"] += len(todo)
+        stats["replaced"] += sum(job.replaces_damaged for job in todo)
         stats["skipped"] += len(labels) - len(todo)
     train_labels = jobs["train"][1]
     keys = [os.path.relpath(path, cityscapes_dir) for path in train_labels]
@@ -168,7 +192,8 @@ def prepare_cityscapes(root: Optional[str] = None, nproc: Optional[int] = None,
 
 
 def _summary(args, stats: Dict[str, int]) -> str:
-    return (f"cityscapes: {stats['converted']} labels converted, {stats['skipped']} already "
+    return (f"cityscapes: {stats['converted']} labels converted"
+            f"{replaced_note(stats['replaced'])}, {stats['skipped']} already "
             f"there{', rcs_stats.json written' if stats['rcs_stats_written'] else ''}")
 
 

@@ -11,8 +11,10 @@ Layout (images RGB PNG, labels single-channel uint8 PNG of Cityscapes train ids)
     synthetic_uda/meta.json                                 generation parameters
 
 The script is resumable: files that exist are skipped and every file is written atomically, so
-an interrupted run can simply be started again. Re-running with different parameters into an
-existing folder is refused, because it would mix two datasets.
+an interrupted run can simply be started again; an existing file that is empty or damaged (a
+crash, a full disk, a copy cut short: ``file_problem``'s header and end check) is written
+again. Re-running with different parameters into an existing folder is refused, because it
+would mix two datasets.
 """
 from __future__ import annotations
 
@@ -20,15 +22,17 @@ import json
 import os
 import sys
 import warnings
-from typing import Dict, List, NamedTuple, Optional, Sequence
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
 warnings.filterwarnings("ignore", category=FutureWarning, module="torch.jit")
 
+from duda_d2.data.datasets.file_check import file_problem  # noqa: E402
 from duda_d2.data.datasets.layout import dataset_root  # noqa: E402
 from duda_d2.data.datasets.project_datasets import SYNTHETIC_UDA  # noqa: E402
-from duda_d2.prep.command_line import prepare_argument_parser, run_prepare_cli  # noqa: E402
+from duda_d2.prep.command_line import (  # noqa: E402
+    prepare_argument_parser, replaced_note, run_prepare_cli)
 from duda_d2.prep.png_files import write_png  # noqa: E402
 from duda_d2.prep.process_pool import parallel_map  # noqa: E402
 from duda_d2.prep.synthetic_scene_renderer import SYNTHETIC_CLASSES, render_scene  # noqa: E402
@@ -95,9 +99,15 @@ def _check_or_write_meta(out_dir: str, meta: Dict) -> None:
     atomic_write_bytes(path, (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode())
 
 
-def _jobs(out_dir: str, params: Dict) -> List[Job]:
-    """The images still to write (an image or its label missing), creating their folders."""
-    jobs = []
+def _to_write(path: str) -> bool:
+    """Whether ``path`` is missing, empty or damaged."""
+    return file_problem(path) is not None
+
+
+def _jobs(out_dir: str, params: Dict) -> Tuple[List[Job], int]:
+    """The images still to write (an image or its label missing or damaged), creating their
+    folders, and how many damaged files they replace."""
+    jobs, damaged = [], 0
     for split_index, split in enumerate(SPLITS):
         image_dir, label_dir = (os.path.join(out_dir, folder)
                                 for folder in SYNTHETIC_UDA.split(split.name).folders[0])
@@ -106,29 +116,31 @@ def _jobs(out_dir: str, params: Dict) -> List[Job]:
         for index in range(params[split.count_key]):
             name = f"{index:06d}.png"
             image_path, label_path = os.path.join(image_dir, name), os.path.join(label_dir, name)
-            if os.path.exists(image_path) and os.path.exists(label_path):
+            broken = [p for p in (image_path, label_path) if _to_write(p)]
+            if not broken:
                 continue
+            damaged += sum(os.path.exists(p) for p in broken)
             jobs.append(Job(image_path, label_path, scene_seed(params["seed"], split_index, index),
                             split.style, params["height"], params["width"], params["strength"]))
-    return jobs
+    return jobs, damaged
 
 
 def _run_job(job: Job) -> int:
-    """Render one scene and write whichever of its two files is missing; returns files written."""
+    """Render one scene and write whichever of its two files is missing or damaged; returns the
+    number of files written."""
     image, label = render_scene(job.scene_seed, job.style, job.height, job.width, job.strength)
     written = 0
-    if not os.path.exists(job.image_path):
-        write_png(job.image_path, image)
-        written += 1
-    if not os.path.exists(job.label_path):
-        write_png(job.label_path, label)
-        written += 1
+    for path, array in ((job.image_path, image), (job.label_path, label)):
+        if _to_write(path):
+            write_png(path, array)
+            written += 1
     return written
 
 
 def prepare_synthetic(root: Optional[str] = None, nproc: Optional[int] = None,
                       progress: bool = True, **params) -> Dict[str, int]:
-    """Generate (or complete) ``<root>/synthetic_uda``; returns counts of written/skipped files.
+    """Generate (or complete) ``<root>/synthetic_uda``; returns the counts of scenes, scenes
+    rendered and skipped, files written, and damaged files replaced.
 
     ``params`` override ``DEFAULTS`` (seed, num_source, num_target, num_val, height, width,
     strength). Raises ``MetaMismatchError`` if the folder was made with other parameters.
@@ -142,12 +154,12 @@ def prepare_synthetic(root: Optional[str] = None, nproc: Optional[int] = None,
     out_dir = os.path.join(dataset_root() if root is None else root, DATASET_DIR)
     _check_or_write_meta(out_dir, _meta(params))
 
-    jobs = _jobs(out_dir, params)
+    jobs, damaged = _jobs(out_dir, params)
     total = sum(params[split.count_key] for split in SPLITS)
     written = sum(parallel_map(_run_job, jobs, nproc or os.cpu_count() or 1, DATASET_DIR,
                                progress))
     return {"scenes": total, "rendered": len(jobs), "skipped": total - len(jobs),
-            "files_written": written}
+            "files_written": written, "replaced": damaged}
 
 
 def _argument_parser():
@@ -171,7 +183,8 @@ def _prepare(args) -> Dict[str, int]:
 def _summary(args, stats: Dict[str, int]) -> str:
     root = dataset_root() if args.root is None else args.root
     return (f"{os.path.join(root, DATASET_DIR)}: {stats['scenes']} scenes, "
-            f"{stats['rendered']} rendered, {stats['skipped']} already there")
+            f"{stats['rendered']} rendered, {stats['skipped']} already there"
+            f"{replaced_note(stats['replaced'])}")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -75,3 +75,44 @@ def test_backbone_weights_are_loaded_strict_on_shapes_listing_keys(tmp_path, cap
         load_backbone_weights(MixVisionTransformer(MIT_SPECS["b1"]), str(tmp_path / "b0.pth"))
     with pytest.raises(FileNotFoundError, match="convert_pretrained.py"):
         load_backbone_weights(target, str(tmp_path / "missing.pth"))
+
+
+@pytest.fixture
+def umask_022():
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+def test_checkpoints_are_readable_by_other_users_under_the_usual_umask(tmp_path, umask_022):
+    ckpt = AtomicCheckpointer(torch.nn.Linear(2, 2), save_dir=str(tmp_path))
+    ckpt.save("model_final", iteration=1)
+    for name in ("model_final.pth", "last_checkpoint"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o644, name
+
+
+@pytest.mark.parametrize("content", [b"", os.urandom(4096)], ids=["empty", "random"])
+def test_a_corrupt_weight_file_names_the_file_and_the_key(tmp_path, content):
+    path = tmp_path / "weights.pth"
+    path.write_bytes(content)
+    ckpt = AtomicCheckpointer(torch.nn.Linear(2, 2), save_dir=str(tmp_path / "run"))
+    with pytest.raises(ValueError, match=r"weights\.pth' \(MODEL\.WEIGHTS\) is not a readable "
+                                         r"checkpoint") as error:
+        ckpt.load(str(path))
+    assert error.value.__suppress_context__  # no pickle/zip traceback above the message
+    with pytest.raises(ValueError, match=r"\(MODEL\.WEIGHTS\)"):
+        ckpt.resume_or_load(str(path), resume=True)  # nothing to resume: MODEL.WEIGHTS
+
+
+def test_a_corrupt_last_checkpoint_names_the_file_and_last_checkpoint(tmp_path):
+    ckpt = AtomicCheckpointer(torch.nn.Linear(2, 2), save_dir=str(tmp_path))
+    ckpt.save("model_0000001", iteration=1)
+    data = (tmp_path / "model_0000001.pth").read_bytes()
+    (tmp_path / "model_0000001.pth").write_bytes(data[:len(data) // 2])  # a truncated copy
+    with pytest.raises(ValueError, match=r"model_0000001\.pth' \(named by .*last_checkpoint\) "
+                                         r"is not a readable checkpoint"):
+        ckpt.resume_or_load("", resume=True)
+    os.remove(tmp_path / "model_0000001.pth")
+    with pytest.raises(FileNotFoundError, match=r"model_0000001\.pth' \(named by "
+                                                r".*last_checkpoint\) does not exist"):
+        ckpt.resume_or_load("", resume=True)

@@ -147,7 +147,7 @@ def _read(path):
 def test_cityscapes_train_ids_pixel_exact_and_rcs_stats(root):
     expected = make_cityscapes(root)
     stats = prep_cs.prepare_cityscapes(root, nproc=1, progress=False)
-    assert stats == {"converted": 4, "skipped": 0, "rcs_stats_written": 1}
+    assert stats == {"converted": 4, "replaced": 0, "skipped": 0, "rcs_stats_written": 1}
     base = os.path.join(root, "cityscapes")
     for rel, train_ids in expected.items():
         np.testing.assert_array_equal(_read(os.path.join(base, rel)), train_ids, err_msg=rel)
@@ -169,14 +169,14 @@ def test_cityscapes_is_resumable(root):
     mtimes = {p: os.stat(p).st_mtime_ns for p in (rcs_path, kept)}
 
     again = prep_cs.prepare_cityscapes(root, nproc=1, progress=False)
-    assert again == {"converted": 0, "skipped": 4, "rcs_stats_written": 0}
+    assert again == {"converted": 0, "replaced": 0, "skipped": 4, "rcs_stats_written": 0}
     assert {p: os.stat(p).st_mtime_ns for p in mtimes} == mtimes
 
     before = load_rcs_stats(base)
     os.remove(os.path.join(
         base, "gtFine/train/aachen/aachen_000001_000019_gtFine_labelTrainIds.png"))
     resumed = prep_cs.prepare_cityscapes(root, nproc=1, progress=False)
-    assert resumed == {"converted": 1, "skipped": 3, "rcs_stats_written": 1}
+    assert resumed == {"converted": 1, "replaced": 0, "skipped": 3, "rcs_stats_written": 1}
     assert os.stat(kept).st_mtime_ns == mtimes[kept]
     assert load_rcs_stats(base) == before
     assert not [n for _, _, names in os.walk(base) for n in names if ".tmp" in n]
@@ -306,3 +306,67 @@ def test_acdc_and_dark_zurich_errors(root):
     with pytest.raises(DatasetNotFoundError) as e:
         DatasetCatalog.get("acdc_val")
     _assert_helpful(e, bad, "prepare_acdc.py")
+
+
+# ---------------------------------------------------------------- damaged and orphan files
+
+
+def test_cityscapes_replaces_damaged_labels_and_rejects_damaged_downloads(root, capsys):
+    expected = make_cityscapes(root)
+    prep_cs.prepare_cityscapes(root, nproc=1, progress=False)
+    base = os.path.join(root, "cityscapes")
+    empty, cut = (os.path.join(base, f"gtFine/{split}/{city}/{city}_00000{i}_000019_"
+                               "gtFine_labelTrainIds.png")
+                  for split, city, i in (("train", "aachen", 1), ("val", "frankfurt", 0)))
+    open(empty, "wb").close()
+    with open(cut, "r+b") as f:
+        f.truncate(os.path.getsize(cut) - 10)
+    assert prep_cs.main(["--root", root, "--nproc", "1"]) == 0
+    assert "2 labels converted (2 empty or damaged files replaced), 2 already there" in \
+        capsys.readouterr().out
+    for path in (empty, cut):
+        np.testing.assert_array_equal(_read(path), expected[os.path.relpath(path, base)])
+
+    image = os.path.join(base, "leftImg8bit/train/bremen/bremen_000000_000019_leftImg8bit.png")
+    with open(image, "wb") as f:
+        f.write(b"\0" * 4096)
+    os.remove(empty)
+    with pytest.raises(DatasetNotFoundError) as e:
+        prep_cs.prepare_cityscapes(root, nproc=1, progress=False)
+    _assert_helpful(e, f"{image}: not a PNG file", "leftImg8bit_trainvaltest.zip",
+                    "1 of 5 images and label-id PNGs of Cityscapes train")
+    assert not os.path.exists(empty)  # checked before converting
+
+
+def test_cityscapes_labels_without_images_are_an_error(root):
+    make_cityscapes(root)
+    base = os.path.join(root, "cityscapes")
+    image = os.path.join(base, "leftImg8bit/train/aachen/aachen_000001_000019_leftImg8bit.png")
+    os.remove(image)  # leftImg8bit half-extracted: its gtFine files have no image
+    with pytest.raises(DatasetNotFoundError) as e:
+        prep_cs.prepare_cityscapes(root, nproc=1, progress=False)
+    _assert_helpful(e, "1 label of cityscapes_fine_sem_seg_train has no image",
+                    image.replace("leftImg8bit/train", "gtFine/train").replace(
+                        "_leftImg8bit.png", "_gtFine_labelIds.png"),
+                    "leftImg8bit_trainvaltest.zip")
+
+
+def test_acdc_damaged_image_is_an_error_at_prepare_and_start_up(root):
+    make_acdc(root)
+    image = os.path.join(root, "acdc/rgb_anon/snow/train/GOPR0475",
+                         "GOPR0475_frame_000001_rgb_anon.png")
+    open(image, "wb").close()
+    for check in (lambda: prep_acdc.prepare_acdc(root, nproc=1, progress=False),
+                  lambda: DatasetCatalog.get("acdc_train")):
+        with pytest.raises(DatasetNotFoundError) as e:
+            check()
+        _assert_helpful(e, f"{image}: 0 bytes", "1 of 8 image and label files of acdc_train",
+                        "rgb_anon_trainvaltest.zip")
+    assert len(DatasetCatalog.get("acdc_val")) == 4
+    _image(image, seed=1)
+    label = image.replace("rgb_anon/", "gt/").replace("_rgb_anon.png", "_gt_labelTrainIds.png")
+    label = label.replace("frame_000001", "frame_000002")
+    _write(label, _train_ids(np.random.default_rng(0)))  # gt extracted, its image not
+    with pytest.raises(DatasetNotFoundError) as e:
+        prep_acdc.prepare_acdc(root, nproc=1, progress=False)
+    _assert_helpful(e, "1 label of acdc_train has no image", label, "rgb_anon_trainvaltest.zip")

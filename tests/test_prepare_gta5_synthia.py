@@ -227,3 +227,43 @@ def test_non_palette_gta5_label_names_the_file(gta5_root):
     Image.fromarray(np.zeros((H, W, 3), np.uint8)).save(bad)  # an RGB colour mask
     with pytest.raises(LabelFormatError, match=r"00002\.png.*mode 'RGB'"):
         gta5.prepare_gta5(root, progress=False)
+
+
+def test_damaged_converted_labels_are_replaced_not_skipped(gta5_root, synthia_root, capsys):
+    """A re-run rewrites converted labels a crash or a full disk left empty or cut short."""
+    root, ids = gta5_root
+    gta5.prepare_gta5(root, progress=False)
+    label_dir = os.path.join(root, "gta5", "labels")
+    empty, cut = (os.path.join(label_dir, f"{s}_labelTrainIds.png") for s in ("00001", "00003"))
+    open(empty, "wb").close()
+    with open(cut, "r+b") as f:
+        f.truncate(os.path.getsize(cut) // 2)
+    again = gta5.prepare_gta5(root, progress=False)
+    assert (again.converted, again.replaced, again.skipped) == (2, 2, N - 2)
+    for stem, path in (("00001", empty), ("00003", cut)):
+        np.testing.assert_array_equal(_read(path), _expected(ids[stem], CS_LABEL_TO_TRAIN))
+
+    root, _ = synthia_root
+    assert synthia.main(["--root", root, "--nproc", "1"]) == 0
+    converted = os.path.join(root, "synthia", "GT", "LABELS", "0000002_labelTrainIds.png")
+    with open(converted, "wb") as f:
+        f.write(b"\0" * 64)
+    assert synthia.main(["--root", root, "--nproc", "1"]) == 0
+    assert "1 converted (1 empty or damaged file replaced), 2 already converted" in \
+        capsys.readouterr().out
+    assert _read(converted).shape == (H, W)
+
+
+def test_damaged_downloaded_files_are_listed_before_converting(gta5_root, capsys):
+    root, _ = gta5_root
+    image = os.path.join(root, "gta5", "images", "00002.png")
+    raw_label = os.path.join(root, "gta5", "labels", "00003.png")
+    open(image, "wb").close()
+    with open(raw_label, "wb") as f:
+        f.write(b"<html>502 Bad Gateway</html>")
+    assert gta5.main(["--root", root, "--nproc", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "2 of 6 images and raw labels of GTA5 are empty or damaged" in err
+    assert f"{image}: 0 bytes" in err and f"{raw_label}: not a PNG file" in err
+    assert "download.visinf.tu-darmstadt.de" in err and "prepare_gta5.py" in err
+    assert not [n for n in os.listdir(os.path.dirname(raw_label)) if "TrainIds" in n]

@@ -169,3 +169,19 @@ def test_main_generates_and_resumes(tmp_path, capsys):
     assert prepare.main(argv) == 0
     assert prepare.main(argv) == 0
     assert "3 already there" in capsys.readouterr().out
+
+
+def test_prepare_replaces_empty_or_damaged_files(tmp_path, capsys):
+    prepare.prepare_synthetic(str(tmp_path), nproc=1, progress=False, **TINY)
+    out = tmp_path / "synthetic_uda"
+    image = out / "source" / "train" / "images" / "000002.png"
+    label = out / "target" / "val" / "labels" / "000000.png"
+    good = {p: p.read_bytes() for p in (image, label)}
+    image.write_bytes(b"")
+    label.write_bytes(good[label][:len(good[label]) // 2])
+    argv = ["--root", str(tmp_path), "--nproc", "1"] + [
+        f"--{k.replace('_', '-')}={v}" for k, v in TINY.items()]
+    assert prepare.main(argv) == 0
+    assert "2 rendered, 5 already there (2 empty or damaged files replaced)" in \
+        capsys.readouterr().out
+    assert {p: p.read_bytes() for p in good} == good

@@ -4,8 +4,13 @@
     python tools/predict.py --config-file export/student.yaml --input img.png [dir/ ...] \
         --output predictions/ [KEY VALUE ...]
 
-For every input image (or every image in an input folder) writes ``<name>_mask.png`` (the
-class colours) and ``<name>_overlay.png`` (the mask blended over the image) to ``--output``.
+For every input image (or every image in an input folder, recursively) writes
+``<name>_mask.png`` (the class colours) and ``<name>_overlay.png`` (the mask blended over the
+image) below ``--output``, at the image's path relative to the inputs' common folder:
+``--input frames/`` with ``frames/cam1/0001.png`` and ``frames/cam2/0001.png`` gives
+``cam1/0001_*.png`` and ``cam2/0001_*.png``; ``--input a/ b/`` keeps ``a/`` and ``b/``. Images
+whose names differ only in the extension keep it (``0001.jpg_mask.png``). An image that cannot
+be read is reported (its path and why) and skipped; the exit status is 1 if any was.
 The model comes from the config (its ``MODEL.WEIGHTS``); images are resized as
 ``INPUT.TEST_SIZE`` says and predictions are returned at the image's own size.
 """
@@ -14,7 +19,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import List
+from collections import Counter
+from typing import Dict, List
 
 import numpy as np
 import torch
@@ -49,7 +55,20 @@ def list_images(inputs: List[str]) -> List[str]:
             raise FileNotFoundError(f"input '{path}' is neither an image nor a folder")
     if not found:
         raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {inputs}")
-    return found
+    return list(dict.fromkeys(os.path.abspath(p) for p in found))  # each image once
+
+
+def output_stems(images: List[str], inputs: List[str], output: str) -> Dict[str, str]:
+    """Image path -> its output path without ``_mask.png``: the image's path relative to the
+    folder common to all inputs (a named file counts as its folder), without the extension
+    unless another image of that folder has the same name with another one."""
+    roots = [os.path.abspath(p if os.path.isdir(p) else os.path.dirname(p) or ".")
+             for p in inputs]
+    common = os.path.commonpath(roots)
+    stems = {path: os.path.splitext(os.path.relpath(path, common))[0] for path in images}
+    clashes = {stem for stem, n in Counter(stems.values()).items() if n > 1}
+    return {path: os.path.join(output, os.path.relpath(path, common) if stem in clashes
+                               else stem) for path, stem in stems.items()}
 
 
 class Predictor:
@@ -94,14 +113,21 @@ def main(argv=None) -> int:
     metadata = MetadataCatalog.get("__duda_predict__")
     if not hasattr(metadata, "stuff_classes"):
         metadata.set(**cityscapes_sem_seg_metadata())
-    os.makedirs(args.output, exist_ok=True)
-    for path in tqdm(images, desc="predict", unit="img"):
-        image = utils.read_image(path, format="RGB")
-        labels = predictor(image)
-        stem = os.path.join(args.output, os.path.splitext(os.path.basename(path))[0])
-        save_visuals(image, labels, metadata, stem)
-    print(f"{len(images)} images -> {args.output}")
-    return 0
+    failed = []
+    for path, stem in tqdm(output_stems(images, args.input, args.output).items(),
+                           desc="predict", unit="img"):
+        try:
+            image = utils.read_image(path, format="RGB")
+        except Exception as error:  # empty, truncated, not an image, unreadable
+            tqdm.write(f"skipped {path}: cannot read the image ({type(error).__name__}: "
+                       f"{error})", file=sys.stderr)
+            failed.append(path)
+            continue
+        os.makedirs(os.path.dirname(stem), exist_ok=True)
+        save_visuals(image, predictor(image), metadata, stem)
+    print(f"{len(images) - len(failed)} images -> {args.output}"
+          + (f"; {len(failed)} failed (not readable, listed above)" if failed else ""))
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -1,7 +1,11 @@
 """``UDATrainer``: Detectron2's ``DefaultTrainer`` with this plugin's data, solver, evaluator,
 atomic checkpoints, and a training step (``UDATrainStep``) that back-propagates each network's
 losses as soon as they are complete; with several processes (CUDA/NCCL or CPU/gloo) each
-trainable network runs in PyTorch's DistributedDataParallel."""
+trainable network runs in PyTorch's DistributedDataParallel.
+
+The run owns its ``OUTPUT_DIR`` from construction to the end of ``train()`` (a lock,
+``run_lock.py``; partial files of a killed run are removed at start-up), and a resumed run with
+nothing left to train still ends with ``model_final.pth`` and its final evaluation."""
 from __future__ import annotations
 
 import logging
@@ -20,6 +24,7 @@ from ..evaluation import UDASemSegEvaluator
 from . import solver
 from .checkpoint import AtomicCheckpointer
 from .hooks import SeedEachIterationHook, TeacherEMAHook, TrainingScheduleHook
+from .run_lock import acquire_run_lock, release_run_lock, remove_stale_temporaries
 from .distributed import broadcast_state, convert_sync_batchnorm, wrap_trainable_networks
 from .train_step import UDATrainStep, amp_dtype
 
@@ -28,10 +33,22 @@ __all__ = ["UDATrainer"]
 
 class UDATrainer(DefaultTrainer):
     def __init__(self, cfg):
-        # Same construction order as DefaultTrainer.__init__, with wrap_ddp and atomic saves.
         super(DefaultTrainer, self).__init__()
         if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
             setup_logger()
+        # One training per OUTPUT_DIR, locked before anything is written there (the hooks
+        # open metrics.json); held until the end of train().
+        held = acquire_run_lock(cfg.OUTPUT_DIR)  # only by the main process
+        try:
+            if held:
+                remove_stale_temporaries(cfg.OUTPUT_DIR)
+            self._build(cfg)
+        except BaseException:
+            release_run_lock(cfg.OUTPUT_DIR)
+            raise
+
+    def _build(self, cfg):
+        # Same construction order as DefaultTrainer.__init__, with wrap_ddp and atomic saves.
         cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
         model = self.build_model(cfg)
         if cfg.MODEL.SYNC_BN:
@@ -55,6 +72,27 @@ class UDATrainer(DefaultTrainer):
         resumed iteration so the batches are those an uninterrupted run would see."""
         super().resume_or_load(resume)
         self._trainer.data_loader.start_iter = self.start_iter
+
+    def train(self):
+        """Train from ``start_iter`` to ``max_iter`` and release ``OUTPUT_DIR`` (also on an
+        exception). A run resumed with nothing left to train (killed after its last periodic
+        checkpoint, before ``model_final.pth``) saves ``model_final.pth`` from the resumed
+        weights; the final evaluation follows as after any training."""
+        try:
+            if 0 < self.max_iter <= self.start_iter:
+                self._save_final_of_finished_run()
+            return super().train()
+        finally:
+            release_run_lock(self.cfg.OUTPUT_DIR)
+
+    def _save_final_of_finished_run(self) -> None:
+        if os.path.basename(self.checkpointer.get_checkpoint_file()) == "model_final.pth":
+            return
+        logging.getLogger(__name__).warning(
+            f"Nothing left to train (resumed after iteration {self.start_iter - 1} of "
+            f"{self.max_iter}, the run was interrupted before its end): saving "
+            f"model_final.pth, then the final evaluation")
+        self.checkpointer.save("model_final", iteration=self.start_iter - 1)
 
     @classmethod
     def build_optimizer(cls, cfg, model):

@@ -2,8 +2,9 @@
 
 Both datasets ship Cityscapes train-id labels (``*_gt_labelTrainIds.png``) next to anonymised
 images (``*_rgb_anon.png``), so nothing is converted: the layout (the one registration lists,
-``duda_d2.data.datasets.project_datasets``) and every label's values and size are verified, and
-``<root>/<dataset>/index.json`` is written.
+``duda_d2.data.datasets.project_datasets``), every file (as registration checks them: labels
+present, no label without its image, no empty or damaged file) and every label's values and
+size are verified, and ``<root>/<dataset>/index.json`` is written.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from PIL import Image
 
-from ..data.datasets.layout import DatasetLayout, Pair, dataset_root, list_split, require_labels
+from ..data.datasets.layout import DatasetLayout, Pair, check_split_files, dataset_root, list_split
 from ..data.labels import InvalidLabelError, load_label_map
 from ..utils.atomic_files import atomic_write_bytes
 from .command_line import prepare_argument_parser, run_prepare_cli
@@ -75,7 +76,7 @@ def check_and_index(layout: DatasetLayout, root: Optional[str] = None, nproc: in
     listing = {}
     for split in layout.splits:
         listing[split.name] = list_split(layout, split, root)
-        require_labels(layout, split, root, listing[split.name])
+        check_split_files(layout, split, root, listing[split.name])
     dataset_dir = layout.dataset_dir(root)
     _check_labels(dataset_dir, listing, nproc, f"{layout.folder} labels", progress)
     index = _index(layout, listing)

@@ -1,5 +1,6 @@
 """The command line every ``datasets/prepare_*.py`` script shares: ``--root`` and ``--nproc``,
-and one way of reporting a missing or malformed dataset (``error: ...``, exit status 2)."""
+one way of reporting a missing or malformed dataset (``error: ...``, exit status 2), and the
+summary's note on damaged files a run wrote again."""
 from __future__ import annotations
 
 import argparse
@@ -7,7 +8,7 @@ import os
 import sys
 from typing import Callable, Optional, Sequence, Tuple, Type, TypeVar
 
-__all__ = ["prepare_argument_parser", "run_prepare_cli"]
+__all__ = ["prepare_argument_parser", "run_prepare_cli", "replaced_note"]
 
 T = TypeVar("T")
 
@@ -37,3 +38,10 @@ def run_prepare_cli(parser: argparse.ArgumentParser, argv: Optional[Sequence[str
         return 2
     print(summary(args, result))
     return 0
+
+
+def replaced_note(replaced: int) -> str:
+    """`` (N empty or damaged files replaced)`` for a summary line, or "" when N is 0."""
+    if not replaced:
+        return ""
+    return f" ({replaced} empty or damaged file{'' if replaced == 1 else 's'} replaced)"

@@ -4,23 +4,27 @@ dataset (GTA5, SYNTHIA).
 Both source datasets ship one raw label file per image, under the image's file name, in their
 own id space. ``datasets/prepare_gta5.py`` and ``datasets/prepare_synthia.py`` differ only in how
 they read those ids and map them to the 19 Cityscapes train ids; everything else lives here once:
-checking the extracted folders, pairing images with labels, converting (or skipping what is
-already converted), and writing the rare-class-sampling statistics. Folders and file names come
-from the datasets' layouts (``duda_d2.data.datasets.project_datasets``), which registration reads
-too, so the two cannot drift apart.
+checking the extracted folders, pairing images with labels, checking that no image or raw label
+is empty or damaged (a cheap header and end check, before converting anything), converting (or
+skipping what is already converted, rewriting converted labels that are damaged), and writing
+the rare-class-sampling statistics. Folders and file names come from the datasets' layouts
+(``duda_d2.data.datasets.project_datasets``), which registration reads too, so the two cannot
+drift apart.
 """
 from __future__ import annotations
 
 import functools
 import os
-from typing import Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence
 
 import cv2
 import numpy as np
 
+from ..data.datasets.file_check import file_problem
 from ..data.datasets.layout import (DatasetLayout, DatasetNotFoundError, dataset_error,
-                                    dataset_root, iter_files, list_split, require_folder)
-from .command_line import prepare_argument_parser, run_prepare_cli
+                                    dataset_root, iter_files, list_split, require_folder,
+                                    require_whole_files)
+from .command_line import prepare_argument_parser, replaced_note, run_prepare_cli
 from .png_files import write_png
 from .process_pool import parallel_map
 from .rcs_stats_computation import class_pixel_counts, save_rcs_stats
@@ -54,9 +58,10 @@ class ConversionSummary(NamedTuple):
     """What a conversion run did."""
 
     images: int
-    converted: int
+    converted: int  # replaced included
     skipped: int  # already converted by an earlier run
     stats_path: str
+    replaced: int = 0  # converted again: an earlier run's file was empty or damaged
 
 
 class _LabelJob(NamedTuple):
@@ -99,26 +104,41 @@ def _label_jobs(layout: DatasetLayout, root: str) -> List[_LabelJob]:
             layout, root, "label files have no image in "
             f"'{os.path.abspath(os.path.join(dataset_dir, image_folder))}'",
             [s + suffix for s in orphans])
-    return [_LabelJob(os.path.join(label_dir, s + suffix), os.path.join(dataset_dir, label),
+    jobs = [_LabelJob(os.path.join(label_dir, s + suffix), os.path.join(dataset_dir, label),
                       label) for s, (_, label) in zip(stems, pairs)]
+    require_whole_files(layout, root, f"images and raw labels of {layout.title}",
+                        [os.path.abspath(os.path.join(dataset_dir, image)) for image, _ in pairs]
+                        + [job.raw_path for job in jobs])
+    return jobs
 
 
-def _read_train_ids(path: str) -> np.ndarray:
+def _read_train_ids(path: str) -> Optional[np.ndarray]:
+    """The converted label ``path``, or None if it is missing, empty, damaged or not a
+    single-channel uint8 PNG (then it is converted again)."""
+    if file_problem(path) is not None:
+        return None
     label = cv2.imread(path, cv2.IMREAD_UNCHANGED)
     if label is None or label.ndim != 2 or label.dtype != np.uint8:
-        raise LabelFormatError(f"converted label '{path}' is unreadable or not a single-channel "
-                               f"uint8 PNG; delete it and run the prepare script again")
+        return None
     return label
 
 
-def _convert_or_count(job: _LabelJob, to_train_ids: Callable[[str], np.ndarray]
-                      ) -> Tuple[str, Dict[str, int], bool]:
-    """Convert one raw label unless done before; returns (stats key, pixel counts, converted)."""
-    if os.path.exists(job.out_path):
-        return job.stats_key, class_pixel_counts(_read_train_ids(job.out_path)), False
+class _Done(NamedTuple):
+    stats_key: str
+    counts: Dict[str, int]
+    converted: bool
+    replaced: bool  # converted over an earlier run's damaged file
+
+
+def _convert_or_count(job: _LabelJob, to_train_ids: Callable[[str], np.ndarray]) -> _Done:
+    """Convert one raw label unless a whole converted file exists; returns its pixel counts."""
+    train_ids = _read_train_ids(job.out_path)
+    if train_ids is not None:
+        return _Done(job.stats_key, class_pixel_counts(train_ids), False, False)
+    replaced = os.path.exists(job.out_path)
     train_ids = to_train_ids(job.raw_path)
     write_png(job.out_path, train_ids)
-    return job.stats_key, class_pixel_counts(train_ids), True
+    return _Done(job.stats_key, class_pixel_counts(train_ids), True, replaced)
 
 
 def convert_source_labels(layout: DatasetLayout, to_train_ids: Callable[[str], np.ndarray],
@@ -130,16 +150,18 @@ def convert_source_labels(layout: DatasetLayout, to_train_ids: Callable[[str], n
     ``to_train_ids(raw_label_path)`` returns the (H, W) uint8 train-id map (255 = ignore); it
     must be picklable (a module-level function) when ``nproc > 1``. Files converted by an
     earlier run are not rewritten, only read for the statistics, so an interrupted run can be
-    started again.
+    started again; a converted file that is empty, damaged or not a uint8 label is converted
+    again.
     """
     root = dataset_root() if root is None else root
     jobs = _label_jobs(layout, root)
     results = parallel_map(functools.partial(_convert_or_count, to_train_ids=to_train_ids),
                            jobs, nproc, desc=layout.folder, progress=progress)
     stats_path = save_rcs_stats(layout.dataset_dir(root),
-                                {key: counts for key, counts, _ in results})
-    converted = sum(done for _, _, done in results)
-    return ConversionSummary(len(jobs), converted, len(jobs) - converted, stats_path)
+                                {done.stats_key: done.counts for done in results})
+    converted = sum(done.converted for done in results)
+    return ConversionSummary(len(jobs), converted, len(jobs) - converted, stats_path,
+                             sum(done.replaced for done in results))
 
 
 def convert_source_labels_cli(layout: DatasetLayout, to_train_ids: Callable[[str], np.ndarray],
@@ -151,6 +173,7 @@ def convert_source_labels_cli(layout: DatasetLayout, to_train_ids: Callable[[str
     return run_prepare_cli(
         prepare_argument_parser(description), argv,
         lambda args: convert_source_labels(layout, to_train_ids, args.root, args.nproc),
-        lambda args, s: (f"{layout.folder}: {s.images} label files, {s.converted} converted, "
-                         f"{s.skipped} already converted; statistics in {s.stats_path}"),
+        lambda args, s: (f"{layout.folder}: {s.images} label files, {s.converted} converted"
+                         f"{replaced_note(s.replaced)}, {s.skipped} already converted; "
+                         f"statistics in {s.stats_path}"),
         (DatasetNotFoundError, LabelFormatError))

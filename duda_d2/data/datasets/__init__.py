@@ -1,7 +1,8 @@
 """Dataset registration: importing this package registers every dataset of the project
 (lazily: nothing is read until a dataset is used)."""
 from .cityscapes_classes import cityscapes_sem_seg_metadata  # noqa: F401
-from .layout import DatasetLayout, DatasetNotFoundError, SplitLayout, dataset_root  # noqa: F401
+from .layout import (DatasetFileError, DatasetLayout, DatasetNotFoundError,  # noqa: F401
+                     SplitLayout, dataset_root)
 from .registration import register_datasets
 
 register_datasets()

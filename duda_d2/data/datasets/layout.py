@@ -11,16 +11,22 @@ Every missing or incomplete dataset raises ``DatasetNotFoundError`` through ``da
 the message names what is missing, the dataset root and ``$DETECTRON2_DATASETS``, and the fix --
 which archives to download from where, and which prepare script to run -- because "file not
 found" alone does not tell a user whether to set a variable, extract a zip or run a script.
+``check_split_files`` is what registration and the ACDC / Dark Zurich check run on a split's
+files: a missing label, a label without its image, and an empty or damaged file
+(``file_check.file_problem``, a header and end check) are each one error listing the files.
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Collection, Dict, List, Optional, Sequence, Tuple, Type
 
-__all__ = ["DatasetNotFoundError", "FolderPair", "Pair", "SplitLayout", "DatasetLayout",
-           "dataset_root", "dataset_error", "require_folder", "iter_files", "list_split",
-           "require_labels"]
+from .file_check import broken_files
+
+__all__ = ["DatasetNotFoundError", "DatasetFileError", "FolderPair", "Pair", "SplitLayout",
+           "DatasetLayout", "dataset_root", "dataset_error", "require_folder", "iter_files",
+           "list_split", "require_labels", "labels_without_images", "require_images",
+           "require_whole_files", "check_split_files"]
 
 # (image folder, label folder or None for unlabelled images), relative to the dataset folder.
 FolderPair = Tuple[str, Optional[str]]
@@ -30,6 +36,14 @@ Pair = Tuple[str, Optional[str]]
 
 class DatasetNotFoundError(FileNotFoundError):
     """A dataset folder is missing or incomplete; the message says how to create it."""
+
+
+class DatasetFileError(DatasetNotFoundError):
+    """Files of a dataset are empty or damaged; the message lists them and how to replace them."""
+
+
+# How many files an error lists (the count is always given).
+SHOWN_FILES = 5
 
 
 @dataclass(frozen=True)
@@ -85,9 +99,12 @@ def _root_description(root: str) -> str:
             f"{env_text}; the prepare scripts also take --root)")
 
 
-def dataset_error(layout: DatasetLayout, root: str, problem: str,
-                  downloaded: bool = False) -> DatasetNotFoundError:
-    """An error stating ``problem``, where datasets are read from, and how to fix it.
+def dataset_error(layout: DatasetLayout, root: str, problem: str, downloaded: bool = False,
+                  details: Sequence[str] = (),
+                  error_type: Type[DatasetNotFoundError] = DatasetNotFoundError
+                  ) -> DatasetNotFoundError:
+    """An error stating ``problem``, where datasets are read from, and how to fix it, then the
+    ``details`` lines (e.g. the files concerned).
 
     ``downloaded``: the download is complete and only the prepare script's output is missing,
     so the fix is running the script; otherwise it is downloading and extracting the archives
@@ -102,7 +119,8 @@ def dataset_error(layout: DatasetLayout, root: str, problem: str,
         fix = (f"download {what} from {layout.download_url}, extract {them} into "
                f"'{os.path.abspath(layout.dataset_dir(root))}' (exact layout: "
                f"datasets/README.md), then {fix}")
-    return DatasetNotFoundError(f"{problem}. {_root_description(root)}. Fix: {fix}.")
+    lines = "".join(f"\n  {line}" for line in details)
+    return error_type(f"{problem}. {_root_description(root)}. Fix: {fix}.{lines}")
 
 
 def require_folder(layout: DatasetLayout, root: str, folder: str, what: str) -> str:
@@ -145,13 +163,97 @@ def list_split(layout: DatasetLayout, split: SplitLayout, root: str) -> List[Pai
 
 def require_labels(layout: DatasetLayout, split: SplitLayout, root: str,
                    pairs: List[Pair]) -> None:
-    """Raise ``dataset_error`` naming the first label of ``pairs`` that does not exist."""
-    dataset_dir = layout.dataset_dir(root)
-    missing = [label for _, label in pairs
-               if label is not None and not os.path.isfile(os.path.join(dataset_dir, label))]
+    """Raise ``dataset_error`` listing the labels of ``pairs`` that do not exist, if any."""
+    missing = [label for label in _label_paths(layout, root, pairs) if not os.path.isfile(label)]
     if missing:
-        first = os.path.abspath(os.path.join(dataset_dir, missing[0]))
         raise dataset_error(
             layout, root, f"{len(missing)} of {len(pairs)} images of {split.name} have no "
-            f"train-id label (first missing: '{first}')",
-            downloaded=layout.labels_from_prepare_script)
+            f"train-id label", downloaded=layout.labels_from_prepare_script,
+            details=_listing(missing))
+
+
+def _absolute(layout: DatasetLayout, root: str, paths: Sequence[str]) -> List[str]:
+    """``paths`` (relative to the dataset folder) as absolute paths."""
+    dataset_dir = os.path.abspath(layout.dataset_dir(root))
+    return [os.path.join(dataset_dir, path) for path in paths]
+
+
+def _label_paths(layout: DatasetLayout, root: str, pairs: List[Pair]) -> List[str]:
+    """The absolute paths of the labels of ``pairs``."""
+    return _absolute(layout, root, [label for _, label in pairs if label is not None])
+
+
+def _listing(lines: Sequence[str]) -> List[str]:
+    """The first ``SHOWN_FILES`` of ``lines``, and how many more there are."""
+    more = len(lines) - SHOWN_FILES
+    return list(lines[:SHOWN_FILES]) + ([f"... and {more} more"] if more > 0 else [])
+
+
+def labels_without_images(layout: DatasetLayout, split: SplitLayout, root: str,
+                          pairs: List[Pair], suffixes: Optional[Sequence[str]] = None
+                          ) -> List[str]:
+    """Files of ``split``'s label folders ending with one of ``suffixes`` (default: the train-id
+    label suffix) whose image is not among ``pairs``, relative to the dataset folder, sorted:
+    labels whose image was not extracted."""
+    images = {image for image, _ in pairs}
+    orphans = []
+    for image_folder, label_folder in split.folders:
+        if label_folder is None:
+            continue
+        label_dir = os.path.join(layout.dataset_dir(root), label_folder)
+        for suffix in suffixes or (layout.label_suffix,):
+            for label in iter_files(label_dir, suffix):
+                image = os.path.join(image_folder, label[:-len(suffix)] + layout.image_suffix)
+                if image not in images:
+                    orphans.append(os.path.join(label_folder, label))
+    return sorted(orphans)
+
+
+def require_images(layout: DatasetLayout, split: SplitLayout, root: str, pairs: List[Pair],
+                   suffixes: Optional[Sequence[str]] = None) -> None:
+    """Raise ``dataset_error`` listing the labels of ``labels_without_images``, if any."""
+    orphans = labels_without_images(layout, split, root, pairs, suffixes)
+    if orphans:
+        one = len(orphans) == 1
+        cause = ("deleted?" if layout.download_url is None
+                 else "an image archive extracted only in part?")
+        raise dataset_error(
+            layout, root, f"{len(orphans)} {'label' if one else 'labels'} of {split.name} "
+            f"{'has' if one else 'have'} no image ({cause})",
+            details=_listing(_absolute(layout, root, orphans)))
+
+
+def require_whole_files(layout: DatasetLayout, root: str, what: str, paths: Sequence[str],
+                        script_outputs: Collection[str] = ()) -> None:
+    """Raise ``DatasetFileError`` listing the files of ``paths`` (absolute) that are empty or
+    damaged (``file_check.file_problem``), if any.
+
+    ``what`` names the files in the message; ``script_outputs``: those of ``paths`` the prepare
+    script writes (it replaces them when damaged), the others come from the download.
+    """
+    broken = broken_files(paths)
+    if broken:
+        from_script = all(path in script_outputs for path, _ in broken)
+        fix = ("the prepare script writes them again" if from_script else
+               "extract them again from the download")
+        raise dataset_error(
+            layout, root, f"{len(broken)} of {len(paths)} {what} are empty or damaged (an "
+            f"interrupted copy or extraction, a full disk?); {fix}", downloaded=from_script,
+            details=_listing([f"{path}: {problem}" for path, problem in broken]),
+            error_type=DatasetFileError)
+
+
+def check_split_files(layout: DatasetLayout, split: SplitLayout, root: str,
+                      pairs: List[Pair]) -> None:
+    """Check the files of ``split`` listed in ``pairs`` (by ``list_split``): every label exists,
+    every train-id label in the label folders has its image, and no image or label is empty or
+    damaged; raise ``dataset_error`` naming the files otherwise."""
+    require_labels(layout, split, root, pairs)
+    require_images(layout, split, root, pairs)
+    images = _absolute(layout, root, [image for image, _ in pairs])
+    labels = _label_paths(layout, root, pairs)
+    outputs = set(labels) if layout.labels_from_prepare_script else set()
+    if layout.download_url is None:
+        outputs.update(images)
+    require_whole_files(layout, root, f"image and label files of {split.name}", images + labels,
+                        outputs)

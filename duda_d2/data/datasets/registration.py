@@ -3,7 +3,9 @@
 Registration is lazy: nothing is read until a dataset is used, and the dataset root
 ($DETECTRON2_DATASETS) is looked up then, so a missing folder raises a ``DatasetNotFoundError``
 naming it and the fix. Records are ``file_name``, ``image_id`` and, for labelled splits,
-``sem_seg_file_name``; every label must exist.
+``sem_seg_file_name``. Every label must exist, every train-id label must have its image, and
+no image or label may be empty or damaged (a cheap header and end check of every file,
+``layout.check_split_files``): each is an error listing the files and the fix.
 
 Detectron2 registers ``cityscapes_fine_sem_seg_{train,val}`` itself, with its Cityscapes
 evaluator and the dataset root frozen at import; they are replaced by the project's: the same
@@ -24,7 +26,7 @@ from typing import Callable, Dict, List, Optional
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from .cityscapes_classes import cityscapes_sem_seg_metadata
-from .layout import DatasetLayout, SplitLayout, dataset_root, list_split, require_labels
+from .layout import DatasetLayout, SplitLayout, check_split_files, dataset_root, list_split
 from .project_datasets import PROJECT_DATASETS
 
 __all__ = ["load_split_records", "split_metadata", "replace_dataset", "register_datasets"]
@@ -37,7 +39,7 @@ def load_split_records(layout: DatasetLayout, split_name: str,
     root = dataset_root() if root is None else root
     split = layout.split(split_name)
     pairs = list_split(layout, split, root)
-    require_labels(layout, split, root, pairs)
+    check_split_files(layout, split, root, pairs)
     dataset_dir = layout.dataset_dir(root)
     records = []
     for image, label in pairs:
