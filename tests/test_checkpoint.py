@@ -77,6 +77,32 @@ def test_backbone_weights_are_loaded_strict_on_shapes_listing_keys(tmp_path, cap
         load_backbone_weights(target, str(tmp_path / "missing.pth"))
 
 
+def test_a_backbone_file_that_mostly_does_not_match_is_an_error(tmp_path, caplog):
+    from duda_d2.modeling.backbone.mit import MIT_SPECS, MixVisionTransformer
+    from duda_d2.modeling.network import load_backbone_weights
+
+    target = MixVisionTransformer(MIT_SPECS["b0"])
+    # A whole run's model_final.pth: the backbone's tensors under network.backbone.*
+    run = {f"network.backbone.{k}": v for k, v in target.state_dict().items()}
+    torch.save({"model": run, "iteration": 9}, tmp_path / "model_final.pth")
+    with pytest.raises(ValueError, match=r"match only 0 of .*whole training run.*MODEL\.WEIGHTS"):
+        load_backbone_weights(target, str(tmp_path / "model_final.pth"))
+    torch.save({"conv1.weight": torch.zeros(3)}, tmp_path / "other.pth")
+    with pytest.raises(ValueError, match=r"keys look like \['conv1.weight'\]"):
+        load_backbone_weights(target, str(tmp_path / "other.pth"))
+    (tmp_path / "empty.pth").write_bytes(b"")
+    with pytest.raises(ValueError, match="not a readable checkpoint"):
+        load_backbone_weights(target, str(tmp_path / "empty.pth"))
+    # 95 % of the tensors: loaded, and the count is logged.
+    state = target.state_dict()
+    for name in list(state)[: len(state) // 20]:
+        state.pop(name)
+    torch.save(state, tmp_path / "most.pth")
+    with caplog.at_level("INFO", logger="duda_d2"):
+        load_backbone_weights(target, str(tmp_path / "most.pth"))
+    assert f"loaded {len(state)} of {len(target.state_dict())} backbone tensors" in caplog.text
+
+
 @pytest.fixture
 def umask_022():
     old = os.umask(0o022)

@@ -27,9 +27,24 @@ from duda_d2 import load_config
 from duda_d2.engine import AtomicCheckpointer
 from duda_d2.modeling.network import sub_network_config
 from duda_d2.uda.losses import upsample_logits
+from duda_d2.utils.user_errors import UserError, is_user_error, user_message
 from duda_d2.utils.atomic_files import atomic_write_bytes
 
 NETWORKS = ("small_student", "large_student", "teacher")
+# The networks each meta-architecture's checkpoint holds (``small_student``: its student).
+HELD_NETWORKS = {"DUDA": NETWORKS, "SelfTrainingUDA": ("small_student", "teacher"),
+                 "UDASegmentor": ("small_student",)}
+
+
+def checkpoint_parts(path: str) -> str:
+    """The top-level parts of a checkpoint's model (``network``, ``pair``, ...) and their
+    tensor counts, for messages."""
+    state = torch.load(path, map_location="cpu", weights_only=False).get("model", {})
+    counts = {}
+    for key in state:
+        part = key.split(".", 1)[0]
+        counts[part] = counts.get(part, 0) + 1
+    return ", ".join(f"{part} ({n} tensors)" for part, n in sorted(counts.items()))
 
 
 class DeployableSegmenter(nn.Module):
@@ -68,13 +83,23 @@ def export(config_file: str, weights: str, output_dir: str, network: str = "smal
         cfg.MODEL.DUDA.LARGE_NETWORK_OPTS = list(cfg.MODEL.DUDA.LARGE_NETWORK_OPTS) + [
             "MODEL.BACKBONE.WEIGHTS", ""]
     # The chosen network is the one the model evaluates when told so.
-    if cfg.MODEL.META_ARCHITECTURE == "DUDA":
+    arch = cfg.MODEL.META_ARCHITECTURE
+    if network not in HELD_NETWORKS.get(arch, ("small_student",)):
+        raise UserError(f"a {arch} checkpoint holds {HELD_NETWORKS.get(arch, ('small_student',))}"
+                        f", no {network}: choose one of those with --network")
+    if arch == "DUDA":
         cfg.MODEL.DUDA.INFERENCE_NETWORK = network
     else:
         cfg.MODEL.UDA.INFERENCE_NETWORK = "teacher" if network == "teacher" else "student"
     model = build_model(cfg)
-    AtomicCheckpointer(model).load(weights)
+    checkpointer = AtomicCheckpointer(model, weights_key="--weights")
+    checkpointer.load(weights)
     chosen = model.inference_network().eval()
+    missing = checkpointer.missing_tensors(chosen)
+    if missing:
+        raise UserError(f"'{weights}' holds no {network}: {len(missing)} of its "
+                        f"{len(chosen.state_dict())} tensors are missing (e.g. {missing[0]}); "
+                        f"the file holds {checkpoint_parts(weights)}")
     os.makedirs(output_dir, exist_ok=True)
     paths = {"weights": os.path.join(output_dir, "student.pth"),
              "config": os.path.join(output_dir, "student.yaml")}
@@ -104,8 +129,14 @@ def main(argv=None) -> int:
     parser.add_argument("--format", choices=["torchscript", "none"], default="torchscript")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     args = parser.parse_args(argv)
-    paths = export(args.config_file, args.weights, args.output_dir, args.network,
-                   (args.height, args.width), args.format, args.opts)
+    try:
+        paths = export(args.config_file, args.weights, args.output_dir, args.network,
+                       (args.height, args.width), args.format, args.opts)
+    except Exception as error:
+        if os.environ.get("DUDA_DEBUG") == "1" or not is_user_error(error):
+            raise
+        print(f"error: {user_message(error)}", file=sys.stderr)
+        return 1
     for kind, path in paths.items():
         print(f"{kind}: {path}")
     return 0

@@ -82,8 +82,16 @@ class AtomicCheckpointer(DetectionCheckpointer):
                 f"({reason}; {os.path.getsize(filename)} bytes): it is empty, truncated or "
                 f"not a checkpoint written by tools/train_net.py.") from None
 
+    def missing_tensors(self, module) -> list:
+        """The tensors of ``module`` (a part of the model) that the last ``load`` left as
+        initialised: the file held no value for them."""
+        missing = set(getattr(self, "_last_missing", ()))
+        prefix = next((name + "." for name, m in self.model.named_modules() if m is module), "")
+        return sorted(k for k in (prefix + key for key in module.state_dict()) if k in missing)
+
     def _log_incompatible_keys(self, incompatible) -> None:
         """Shape mismatches are an error (Detectron2 only warns and skips those tensors)."""
+        self._last_missing = list(incompatible.missing_keys)
         if incompatible.incorrect_shapes:
             lines = [f"  {key}: checkpoint {tuple(src)} vs model {tuple(dst)}"
                      for key, src, dst in incompatible.incorrect_shapes]

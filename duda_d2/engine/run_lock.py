@@ -29,6 +29,7 @@ from typing import Dict, Iterator, List, Optional
 from detectron2.utils import comm
 
 from ..utils.atomic_files import temporary_writer_pid
+from ..utils.user_errors import UserError
 
 __all__ = ["LOCK_NAME", "RunLockError", "acquire_run_lock", "release_run_lock",
            "remove_stale_temporaries", "run_lock"]
@@ -39,7 +40,7 @@ logger = logging.getLogger(__name__)
 _held: Dict[str, int] = {}  # lock file path -> how many times this process holds it
 
 
-class RunLockError(RuntimeError):
+class RunLockError(RuntimeError, UserError):
     """``OUTPUT_DIR`` is in use by another training."""
 
 

@@ -56,6 +56,12 @@ class UDASemSegEvaluator(SemSegEvaluator):
 
     def process(self, inputs, outputs):
         for inp, out in zip(inputs, outputs):
+            if out["sem_seg"].shape[0] != self._num_classes:
+                raise ValueError(
+                    f"the model predicts {out['sem_seg'].shape[0]} classes but "
+                    f"{self._dataset_name} has {self._num_classes}: evaluate on a dataset of "
+                    f"the model's classes, or set MODEL.SEM_SEG_HEAD.NUM_CLASSES to the one the "
+                    f"checkpoint was trained with")
             pred = out["sem_seg"].argmax(dim=0).to(self._cpu_device).numpy().astype(np.int64)
             gt = self.sem_seg_loading_fn(self.input_file_to_gt_file[inp["file_name"]])
             if gt.shape != pred.shape:

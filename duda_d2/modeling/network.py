@@ -59,32 +59,73 @@ def build_segmentation_network(cfg: CfgNode) -> SegmentationNetwork:
     return SegmentationNetwork(backbone, build_sem_seg_head(cfg, backbone.output_shape()))
 
 
+# Prefixes of the networks of a whole training run's checkpoint (tools/train_net.py).
+RUN_CHECKPOINT_PREFIXES = ("network.", "pair.", "small_student.", "large_pair.", "teacher.",
+                           "large_student.", "imnet_backbone.")
+# Below this share of the backbone's tensors, a backbone weight file is the wrong file.
+MIN_BACKBONE_MATCH = 0.9
+
+
+def _read_weight_file(path: str, key: str) -> dict:
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:  # empty, truncated, not a torch file
+        raise ValueError(f"weight file '{path}' ({key}) is not a readable checkpoint "
+                         f"({type(error).__name__}; {os.path.getsize(path)} bytes): it is empty, "
+                         f"truncated or not a file written by torch.save.") from None
+    if not isinstance(checkpoint, dict):
+        raise ValueError(f"weight file '{path}' ({key}) holds a {type(checkpoint).__name__}, "
+                         f"not a state dict")
+    return checkpoint
+
+
 def load_backbone_weights(backbone: nn.Module, path: str) -> Tuple[List[str], List[str]]:
     """Load converted ImageNet weights into ``backbone``; return (missing, unexpected) keys.
 
-    Every tensor must have the model's shape (a mismatch means a wrong variant: an error);
-    missing and unexpected keys are listed in the log, one per line.
+    Every tensor must have the model's shape (a mismatch means a wrong variant: an error), and
+    the file must hold at least 90 % of the backbone's tensors (else it is another kind of file:
+    an error that says what it looks like); the number loaded is logged, missing and unexpected
+    keys one per line.
     """
+    key = "MODEL.BACKBONE.WEIGHTS"
     if not os.path.isfile(path):
         raise FileNotFoundError(
-            f"backbone weight file '{path}' (MODEL.BACKBONE.WEIGHTS) does not exist. Convert "
+            f"backbone weight file '{path}' ({key}) does not exist. Convert "
             f"SegFormer's mit_b*.pth or HuggingFace nvidia/mit-b* checkpoints with "
             f"`.venv/bin/python tools/convert_pretrained.py INPUT {path}`.")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    checkpoint = _read_weight_file(path, key)
     state = checkpoint.get("model", checkpoint)
     own = backbone.state_dict()
     wrong = [f"  {k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}"
-             for k, v in state.items() if k in own and v.shape != own[k].shape]
+             for k, v in state.items() if k in own and hasattr(v, "shape")
+             and v.shape != own[k].shape]
     if wrong:
         raise ValueError(f"backbone weights '{path}' do not fit the backbone (another variant?):"
                          "\n" + "\n".join(wrong))
+    matched = sum(1 for k in own if k in state)
+    if matched < MIN_BACKBONE_MATCH * len(own):
+        raise ValueError(_backbone_mismatch_message(path, state, own, matched))
     result = backbone.load_state_dict(state, strict=False)
-    for key in result.missing_keys:
-        logger.warning(f"backbone weights '{path}': missing key {key} (left as initialised)")
-    for key in result.unexpected_keys:
-        logger.warning(f"backbone weights '{path}': unexpected key {key} (ignored)")
-    logger.info(f"loaded {len(state) - len(result.unexpected_keys)} backbone tensors from {path}")
+    for name in result.missing_keys:
+        logger.warning(f"backbone weights '{path}': missing key {name} (left as initialised)")
+    for name in result.unexpected_keys:
+        logger.warning(f"backbone weights '{path}': unexpected key {name} (ignored)")
+    logger.info(f"loaded {matched} of {len(own)} backbone tensors from {path}")
     return list(result.missing_keys), list(result.unexpected_keys)
+
+
+def _backbone_mismatch_message(path: str, state: dict, own: dict, matched: int) -> str:
+    """What a backbone weight file that does not fit looks like, and what to do."""
+    head = (f"backbone weights '{path}' (MODEL.BACKBONE.WEIGHTS) match only {matched} of the "
+            f"backbone's {len(own)} tensors.")
+    if any(k.startswith(RUN_CHECKPOINT_PREFIXES) for k in state):
+        return (f"{head} It looks like the checkpoint of a whole training run (keys like "
+                f"'{next(k for k in state if k.startswith(RUN_CHECKPOINT_PREFIXES))}'): load it "
+                f"with MODEL.WEIGHTS, and keep MODEL.BACKBONE.WEIGHTS for ImageNet weights "
+                f"converted by tools/convert_pretrained.py.")
+    return (f"{head} Its keys look like {sorted(state)[:3]}, the backbone's like "
+            f"{sorted(own)[:3]}: convert the file with tools/convert_pretrained.py, or check "
+            f"that it is for MODEL.BACKBONE.NAME / the variant this config builds.")
 
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Collection, Dict, List, Optional, Sequence, Tuple, Type
 
 from .file_check import broken_files
+from ...utils.user_errors import UserError
 
 __all__ = ["DatasetNotFoundError", "DatasetFileError", "FolderPair", "Pair", "SplitLayout",
            "DatasetLayout", "dataset_root", "dataset_error", "require_folder", "iter_files",
@@ -34,7 +35,7 @@ FolderPair = Tuple[str, Optional[str]]
 Pair = Tuple[str, Optional[str]]
 
 
-class DatasetNotFoundError(FileNotFoundError):
+class DatasetNotFoundError(FileNotFoundError, UserError):
     """A dataset folder is missing or incomplete; the message says how to create it."""
 
 
