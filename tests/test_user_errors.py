@@ -2,9 +2,12 @@
 network a checkpoint lacks, evaluation that leaves a training run's config alone, refused
 schedules, class-count mismatches, and one-line CLI errors (``--debug`` for tracebacks)."""
 import errno
+import io
 import os
+import re
 import subprocess
 import sys
+import types
 
 import pytest
 import torch
@@ -26,7 +29,7 @@ SMALL = ["SOLVER.IMS_PER_BATCH", "2", "SOLVER.WARMUP_ITERS", "1", "DATALOADER.NU
 
 
 def _main(*argv):
-    return train_net.main(train_net.argument_parser().parse_args(list(argv)))
+    return train_net.main(train_net.default_argument_parser().parse_args(list(argv)))
 
 
 def test_eval_only_refuses_to_evaluate_a_random_network(synthetic_root, tmp_path):
@@ -37,9 +40,16 @@ def test_eval_only_refuses_to_evaluate_a_random_network(synthetic_root, tmp_path
     torch.save({"model": {f"network.backbone.{k}": v
                           for k, v in model.network.backbone.state_dict().items()}},
                tmp_path / "backbone.pth")
-    with pytest.raises(UserError, match=r"no value for \d+ of the \d+ tensors .*head"):
+    with pytest.raises(UserError, match=r"no value for \d+ of the \d+ tensors .*head.*"
+                                        r"the file holds the networks network \(\d+ tensors"):
         _main("--config-file", SOURCE_ONLY, "--eval-only", "MODEL.WEIGHTS",
               str(tmp_path / "backbone.pth"), "OUTPUT_DIR", str(tmp_path), *SMALL)
+    # Converted ImageNet weights (MODEL.BACKBONE.WEIGHTS' format) hold no network at all.
+    torch.save({"model": model.network.backbone.state_dict()}, tmp_path / "mit_b0.pth")
+    with pytest.raises(UserError, match=r"the file holds no network: \d+ tensors with keys "
+                                        r"like \['block1"):
+        _main("--config-file", SOURCE_ONLY, "--eval-only", "MODEL.WEIGHTS",
+              str(tmp_path / "mit_b0.pth"), "OUTPUT_DIR", str(tmp_path), *SMALL)
 
 
 def test_eval_only_leaves_the_training_runs_config_and_reuse_alone(synthetic_root, tmp_path):
@@ -48,6 +58,7 @@ def test_eval_only_leaves_the_training_runs_config_and_reuse_alone(synthetic_roo
     _main("--config-file", SOURCE_ONLY, "OUTPUT_DIR", out, *opts)
     saved = open(os.path.join(out, "config.yaml")).read()
     assert finished_run(out, SOURCE_ONLY, opts) is not None
+    assert not os.path.exists(os.path.join(out, ".lock"))  # main() leaves the folder free
     # Evaluated into the run's own folder with another test-time setting.
     _main("--config-file", SOURCE_ONLY, "--eval-only", "MODEL.WEIGHTS",
           os.path.join(out, "model_final.pth"), "OUTPUT_DIR", out, "INPUT.TEST_SIZE", "(48, 64)",
@@ -75,14 +86,25 @@ def test_export_refuses_a_network_the_checkpoint_does_not_hold(tmp_path):
     model = build_model(cfg)
     AtomicCheckpointer(model, save_dir=str(tmp_path)).save("model_final")
     weights = str(tmp_path / "model_final.pth")
-    with pytest.raises(UserError, match=r"UDASegmentor checkpoint holds \('small_student',\)"):
+    holds = r"holds the networks network \(\d+ tensors\)"
+    with pytest.raises(UserError, match=r"a UDASegmentor, which has no teacher.*" + holds):
         export_student.export(SOURCE_ONLY, weights, str(tmp_path / "e"), "teacher", opts=SMALL)
     st = os.path.join(REPO, "configs/synthetic/self_training.yaml")
-    with pytest.raises(UserError, match="no large_student"):
+    with pytest.raises(UserError, match=r"has no large_student.*" + holds):
         export_student.export(st, weights, str(tmp_path / "e"), "large_student", opts=SMALL)
     # A self-training config given a source-only checkpoint: it has no teacher.
-    with pytest.raises(UserError, match=r"holds no teacher.*network \(\d+ tensors\)"):
+    with pytest.raises(UserError, match=r"holds no weights for the teacher.*" + holds):
         export_student.export(st, weights, str(tmp_path / "e"), "teacher", opts=SMALL)
+    # ... and a self-training run's checkpoint names its two networks.
+    model = build_model(config("configs/synthetic/self_training.yaml", *SMALL))
+    AtomicCheckpointer(model, save_dir=str(tmp_path / "st")).save("model_final")
+    duda = os.path.join(REPO, "configs/synthetic/duda.yaml")
+    with pytest.raises(UserError, match=r"pair\.student \(\d+ tensors\), pair\.teacher"):
+        export_student.export(duda, str(tmp_path / "st" / "model_final.pth"),
+                              str(tmp_path / "e"), "teacher", opts=SMALL)
+    assert export_student.main(["--config-file", SOURCE_ONLY, "--weights", weights,
+                                "--output-dir", str(tmp_path / "e"), "--network", "teacher",
+                                *SMALL]) == 1
     assert not os.path.exists(tmp_path / "e" / "student.pth")
 
 
@@ -124,16 +146,89 @@ def test_cli_ends_a_user_error_with_one_line(tmp_path):
     assert "Traceback" not in bad.stderr
 
 
-def test_full_disk_says_so_in_the_last_line(synthetic_root, tmp_path, monkeypatch, capsys):
-    from duda_d2.engine import checkpoint
+@pytest.fixture
+def full_disk(monkeypatch):
+    """Every file of the atomic writer fails with ENOSPC after 4 KiB, as on a full disk: torch
+    then ends with its own RuntimeError ("unexpected pos"), the OSError as its context."""
+    from duda_d2.utils import atomic_files
 
-    def full(path, *args, **kwargs):
-        raise OSError(errno.ENOSPC, "No space left on device", path)
+    class FullDisk(io.FileIO):
+        def write(self, data):
+            if self.tell() + len(data) > 4096:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return super().write(data)
 
-    monkeypatch.setattr(checkpoint, "atomic_write_bytes", full)
+    fake_os = types.ModuleType("os")
+    fake_os.__dict__.update(os.__dict__)
+    fake_os.fdopen = lambda fd, *args, **kwargs: FullDisk(fd, "w")
+    monkeypatch.setattr(atomic_files, "os", fake_os)
+
+
+def test_a_missing_config_file_is_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
-        train_net.cli(["--config-file", SOURCE_ONLY, "OUTPUT_DIR", str(tmp_path),
-                       "SOLVER.MAX_ITER", "1", *SMALL])
+        train_net.cli(["--config-file", str(tmp_path / "nope.yaml")])
     assert exit_.value.code == 1
     last = capsys.readouterr().err.strip().splitlines()[-1]
-    assert last.endswith("No space left on device") and "model_final.pth" in last
+    assert last == f"error: Config file '{tmp_path / 'nope.yaml'}' does not exist!"
+
+
+def test_full_disk_says_so_in_the_last_line(synthetic_root, tmp_path, full_disk, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        train_net.cli(["--config-file", SOURCE_ONLY, "OUTPUT_DIR", str(tmp_path),
+                       "SOLVER.MAX_ITER", "1", "TEST.EVAL_PERIOD", "0", *SMALL])
+    assert exit_.value.code == 1
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("error: ") and last.endswith("No space left on device")
+    assert os.path.join(str(tmp_path), "model_final.pth") in last
+
+
+def test_a_bug_in_our_code_keeps_its_traceback():
+    from duda_d2.modeling.meta_arch.segmentor import InferenceSettings
+    from duda_d2.uda.ema import ema_update
+
+    # A tensor operation that fails inside our code is a bug, even as a RuntimeError.
+    with pytest.raises(RuntimeError) as bug:
+        ema_update(torch.nn.Linear(2, 2), torch.nn.Linear(3, 3), 0.5)
+    assert not is_user_error(bug.value)
+    # What our code raises on purpose is for the user.
+    with pytest.raises(ValueError) as deliberate:
+        InferenceSettings("tiles")
+    assert is_user_error(deliberate.value)
+    assert train_net.default_argument_parser().parse_args(["--debug"]).debug
+
+
+def test_backbone_weights_that_do_not_fit_end_the_cli_and_loads_reach_log_txt(tmp_path, capsys):
+    from duda_d2.modeling.backbone.mit import MIT_SPECS, MixVisionTransformer
+
+    backbone = MixVisionTransformer(MIT_SPECS["b0"]).state_dict()
+    torch.save({"model": {f"network.backbone.{k}": v for k, v in backbone.items()}},
+               tmp_path / "model_final.pth")
+    with pytest.raises(SystemExit):
+        train_net.cli(["--config-file", SOURCE_ONLY, "OUTPUT_DIR", str(tmp_path / "run"),
+                       "MODEL.BACKBONE.WEIGHTS", str(tmp_path / "model_final.pth"), *SMALL])
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert re.search(r"^error: backbone weights .* match only 0 of .*whole training run "
+                     r"\(networks network\).*MODEL\.WEIGHTS", last), last
+    # Fitting weights: the number loaded is in the run's log.txt.
+    torch.save(backbone, tmp_path / "mit_b0.pth")
+    out = tmp_path / "eval"
+    cfg = train_net.setup(train_net.default_argument_parser().parse_args([
+        "--config-file", SOURCE_ONLY, "--eval-only", "OUTPUT_DIR", str(out),
+        "MODEL.BACKBONE.WEIGHTS", str(tmp_path / "mit_b0.pth"), *SMALL]))
+    build_model(cfg)
+    n = len(backbone)
+    assert f"loaded {n} of {n} backbone tensors" in (out / "log.txt").read_text()
+
+
+def test_checkpoint_contents_name_the_networks_a_file_holds():
+    from duda_d2.modeling.network import checkpoint_contents
+
+    duda = ["small_student.backbone.a", "small_student.head.b", "large_pair.student.backbone.a",
+            "large_pair.teacher.backbone.a", "distillation.inconsistency.seen"]
+    assert checkpoint_contents(duda) == ("the networks large_pair.student (1 tensors), "
+                                         "large_pair.teacher (1 tensors), small_student "
+                                         "(2 tensors)")
+    assert checkpoint_contents(["backbone.a", "head.b"]).startswith("the networks (bare network)")
+    # Backbone weights with a "backbone." prefix, or a classifier: no network.
+    for keys in (["backbone.block1.w", "backbone.block2.w"], ["head.weight", "conv1.weight"]):
+        assert checkpoint_contents(keys).startswith(f"no network: {len(keys)} tensors")

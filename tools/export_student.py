@@ -25,26 +25,15 @@ from detectron2.modeling import build_model
 
 from duda_d2 import load_config
 from duda_d2.engine import AtomicCheckpointer
-from duda_d2.modeling.network import sub_network_config
+from duda_d2.modeling.network import checkpoint_contents, read_checkpoint_keys, sub_network_config
 from duda_d2.uda.losses import upsample_logits
-from duda_d2.utils.user_errors import UserError, is_user_error, user_message
 from duda_d2.utils.atomic_files import atomic_write_bytes
+from duda_d2.utils.user_errors import UserError, exit_on_user_error
 
 NETWORKS = ("small_student", "large_student", "teacher")
-# The networks each meta-architecture's checkpoint holds (``small_student``: its student).
+# The networks each meta-architecture has (``small_student``: its student).
 HELD_NETWORKS = {"DUDA": NETWORKS, "SelfTrainingUDA": ("small_student", "teacher"),
                  "UDASegmentor": ("small_student",)}
-
-
-def checkpoint_parts(path: str) -> str:
-    """The top-level parts of a checkpoint's model (``network``, ``pair``, ...) and their
-    tensor counts, for messages."""
-    state = torch.load(path, map_location="cpu", weights_only=False).get("model", {})
-    counts = {}
-    for key in state:
-        part = key.split(".", 1)[0]
-        counts[part] = counts.get(part, 0) + 1
-    return ", ".join(f"{part} ({n} tensors)" for part, n in sorted(counts.items()))
 
 
 class DeployableSegmenter(nn.Module):
@@ -84,22 +73,25 @@ def export(config_file: str, weights: str, output_dir: str, network: str = "smal
             "MODEL.BACKBONE.WEIGHTS", ""]
     # The chosen network is the one the model evaluates when told so.
     arch = cfg.MODEL.META_ARCHITECTURE
-    if network not in HELD_NETWORKS.get(arch, ("small_student",)):
-        raise UserError(f"a {arch} checkpoint holds {HELD_NETWORKS.get(arch, ('small_student',))}"
-                        f", no {network}: choose one of those with --network")
+    held = HELD_NETWORKS.get(arch, ("small_student",))
     if arch == "DUDA":
         cfg.MODEL.DUDA.INFERENCE_NETWORK = network
     else:
         cfg.MODEL.UDA.INFERENCE_NETWORK = "teacher" if network == "teacher" else "student"
     model = build_model(cfg)
     checkpointer = AtomicCheckpointer(model, weights_key="--weights")
-    checkpointer.load(weights)
+    checkpointer.load(weights)  # a missing or unreadable file: its own error
     chosen = model.inference_network().eval()
-    missing = checkpointer.missing_tensors(chosen)
-    if missing:
-        raise UserError(f"'{weights}' holds no {network}: {len(missing)} of its "
-                        f"{len(chosen.state_dict())} tensors are missing (e.g. {missing[0]}); "
-                        f"the file holds {checkpoint_parts(weights)}")
+    missing = () if network not in held else checkpointer.missing_tensors(chosen)
+    if network not in held or missing:
+        why = (f"{config_file} builds a {arch}, which has no {network} (it has "
+               f"{', '.join(held)})" if network not in held else
+               f"'{weights}' holds no weights for the {network} ({len(missing)} of its "
+               f"{len(chosen.state_dict())} tensors missing, e.g. {missing[0]})")
+        raise UserError(f"cannot export the {network}: {why}. The file holds "
+                        f"{checkpoint_contents(read_checkpoint_keys(weights, '--weights'))}; "
+                        f"export one of those with --network and the config it was trained "
+                        f"with")
     os.makedirs(output_dir, exist_ok=True)
     paths = {"weights": os.path.join(output_dir, "student.pth"),
              "config": os.path.join(output_dir, "student.yaml")}
@@ -128,15 +120,15 @@ def main(argv=None) -> int:
     parser.add_argument("--width", type=int, default=1024)
     parser.add_argument("--format", choices=["torchscript", "none"], default="torchscript")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of errors a user can fix (also DUDA_DEBUG=1)")
     args = parser.parse_args(argv)
     try:
-        paths = export(args.config_file, args.weights, args.output_dir, args.network,
-                       (args.height, args.width), args.format, args.opts)
-    except Exception as error:
-        if os.environ.get("DUDA_DEBUG") == "1" or not is_user_error(error):
-            raise
-        print(f"error: {user_message(error)}", file=sys.stderr)
-        return 1
+        paths = exit_on_user_error(lambda: export(
+            args.config_file, args.weights, args.output_dir, args.network,
+            (args.height, args.width), args.format, args.opts), debug=args.debug)
+    except SystemExit as error:  # the message is printed
+        return error.code
     for kind, path in paths.items():
         print(f"{kind}: {path}")
     return 0

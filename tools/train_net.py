@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 
-from detectron2.engine import default_argument_parser, default_setup, launch
+from detectron2.engine import default_argument_parser as detectron2_argument_parser
+from detectron2.engine import default_setup, launch
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 from detectron2.utils.collect_env import collect_env_info
@@ -24,13 +24,14 @@ from detectron2.utils.logger import setup_logger
 
 from duda_d2 import load_config
 from duda_d2.engine import AtomicCheckpointer, UDATrainer
-from duda_d2.engine.run_lock import acquire_run_lock
-from duda_d2.utils.user_errors import UserError, is_user_error, user_message
+from duda_d2.engine.run_lock import acquire_run_lock, release_run_lock
+from duda_d2.modeling.network import checkpoint_contents, read_checkpoint_keys
+from duda_d2.utils.user_errors import UserError, exit_on_user_error
 
 
-def argument_parser():
+def default_argument_parser(epilog=None):
     """Detectron2's standard flags, plus ``--debug``."""
-    parser = default_argument_parser()
+    parser = detectron2_argument_parser(epilog)
     parser.add_argument("--debug", action="store_true",
                         help="show the traceback of errors a user can fix (also DUDA_DEBUG=1)")
     return parser
@@ -50,8 +51,12 @@ def setup(args):
         if cfg.SOLVER.MAX_ITER <= 0:
             raise UserError(f"SOLVER.MAX_ITER={cfg.SOLVER.MAX_ITER}: a training needs at least "
                             f"one iteration (use --eval-only to evaluate a checkpoint)")
-        acquire_run_lock(cfg.OUTPUT_DIR)
-        default_setup(cfg, args)
+        acquire_run_lock(cfg.OUTPUT_DIR)  # released by main() after the training
+        try:
+            default_setup(cfg, args)
+        except BaseException:
+            release_run_lock(cfg.OUTPUT_DIR)
+            raise
     # The plugin's own messages (weights loaded, data checks) go to OUTPUT_DIR/log.txt too.
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="duda_d2")
     logging.getLogger("duda_d2").propagate = True
@@ -82,16 +87,19 @@ def evaluate(cfg, args):
                         "tools/train_net.py (e.g. OUTPUT_DIR/model_final.pth), or use --resume "
                         "with the run's OUTPUT_DIR; a randomly initialised network is not "
                         "evaluated")
+    path = checkpointer.get_checkpoint_file() if args.resume and checkpointer.has_checkpoint() \
+        else cfg.MODEL.WEIGHTS
     checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
     network = model.inference_network()
     missing = checkpointer.missing_tensors(network)
     if missing:
         total = len(network.state_dict())
-        raise UserError(f"the weights loaded for --eval-only ('{cfg.MODEL.WEIGHTS}') hold "
-                        f"no value for {len(missing)} of the {total} tensors of the evaluated "
-                        f"network (e.g. {missing[0]}): a backbone-only file or another model's "
-                        f"checkpoint? Point MODEL.WEIGHTS at a tools/train_net.py checkpoint of "
-                        f"this config")
+        raise UserError(f"the weights loaded for --eval-only ('{path}') hold no value for "
+                        f"{len(missing)} of the {total} tensors of the evaluated network (e.g. "
+                        f"{missing[0]}); the file holds "
+                        f"{checkpoint_contents(read_checkpoint_keys(path, 'MODEL.WEIGHTS'))}. "
+                        f"Point MODEL.WEIGHTS at a tools/train_net.py checkpoint of this config "
+                        f"(converted ImageNet weights go to MODEL.BACKBONE.WEIGHTS, for training)")
     results = UDATrainer.test(cfg, model)
     if comm.is_main_process():
         verify_results(cfg, results)
@@ -102,22 +110,20 @@ def main(args):
     cfg = setup(args)
     if args.eval_only:
         return evaluate(cfg, args)
-    trainer = UDATrainer(cfg)
-    trainer.resume_or_load(resume=args.resume)
-    return trainer.train()
+    try:
+        trainer = UDATrainer(cfg)
+        trainer.resume_or_load(resume=args.resume)
+        return trainer.train()
+    finally:
+        release_run_lock(cfg.OUTPUT_DIR)  # setup's hold; the trainer releases its own
 
 
 def cli(argv=None):
-    args = argument_parser().parse_args(argv)
+    args = default_argument_parser().parse_args(argv)
     print("Command Line Args:", args)
-    try:
-        return launch(main, args.num_gpus, num_machines=args.num_machines,
-                      machine_rank=args.machine_rank, dist_url=args.dist_url, args=(args,))
-    except Exception as error:
-        if args.debug or os.environ.get("DUDA_DEBUG") == "1" or not is_user_error(error):
-            raise
-        print(f"error: {user_message(error)}", file=sys.stderr)
-        sys.exit(1)
+    return exit_on_user_error(lambda: launch(
+        main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
+        dist_url=args.dist_url, args=(args,)), debug=args.debug)
 
 
 if __name__ == "__main__":

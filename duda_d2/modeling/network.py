@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import List, Tuple
+from typing import Dict, List, Tuple
 
 import torch
 from torch import nn
@@ -13,7 +13,8 @@ from detectron2.modeling import build_backbone, build_sem_seg_head
 
 __all__ = ["SegmentationNetwork", "build_segmentation_network", "load_backbone_weights",
            "named_networks", "sub_network_config", "load_network_weights",
-           "resolve_config_path"]
+           "resolve_config_path", "read_checkpoint_keys", "checkpoint_networks",
+           "checkpoint_contents"]
 
 logger = logging.getLogger(__name__)
 
@@ -59,9 +60,6 @@ def build_segmentation_network(cfg: CfgNode) -> SegmentationNetwork:
     return SegmentationNetwork(backbone, build_sem_seg_head(cfg, backbone.output_shape()))
 
 
-# Prefixes of the networks of a whole training run's checkpoint (tools/train_net.py).
-RUN_CHECKPOINT_PREFIXES = ("network.", "pair.", "small_student.", "large_pair.", "teacher.",
-                           "large_student.", "imnet_backbone.")
 # Below this share of the backbone's tensors, a backbone weight file is the wrong file.
 MIN_BACKBONE_MATCH = 0.9
 
@@ -77,6 +75,37 @@ def _read_weight_file(path: str, key: str) -> dict:
         raise ValueError(f"weight file '{path}' ({key}) holds a {type(checkpoint).__name__}, "
                          f"not a state dict")
     return checkpoint
+
+
+def read_checkpoint_keys(path: str, key: str) -> List[str]:
+    """The model keys of the weight file ``path`` (named by ``key`` in errors)."""
+    checkpoint = _read_weight_file(path, key)
+    return list(checkpoint.get("model", checkpoint))
+
+
+def checkpoint_networks(keys) -> Dict[str, int]:
+    """The networks a checkpoint's keys hold: the prefix of each ``<prefix>.backbone.*`` /
+    ``<prefix>.head.*`` key (``network``, ``pair.student``, ``large_pair.teacher``, ...; ``""``
+    for a bare network, which needs both) with its number of tensors."""
+    counts: Dict[str, Dict[str, int]] = {}
+    for k in keys:
+        parts = k.split(".")
+        i = next((i for i, p in enumerate(parts[:-1]) if p in ("backbone", "head")), None)
+        if i is not None:
+            part = counts.setdefault(".".join(parts[:i]), {"backbone": 0, "head": 0})
+            part[parts[i]] += 1
+    return {p: c["backbone"] + c["head"] for p, c in counts.items()
+            if c["backbone"] and (p or c["head"])}
+
+
+def checkpoint_contents(keys) -> str:
+    """What a checkpoint holds, for messages: "the networks pair.student (192 tensors), ..."
+    or "no network: N tensors with keys like [...]"."""
+    networks = checkpoint_networks(keys)
+    if not networks:
+        return f"no network: {len(keys)} tensors with keys like {sorted(keys)[:3]}"
+    return "the networks " + ", ".join(f"{p or '(bare network)'} ({n} tensors)"
+                                       for p, n in sorted(networks.items()))
 
 
 def load_backbone_weights(backbone: nn.Module, path: str) -> Tuple[List[str], List[str]]:
@@ -118,11 +147,12 @@ def _backbone_mismatch_message(path: str, state: dict, own: dict, matched: int) 
     """What a backbone weight file that does not fit looks like, and what to do."""
     head = (f"backbone weights '{path}' (MODEL.BACKBONE.WEIGHTS) match only {matched} of the "
             f"backbone's {len(own)} tensors.")
-    if any(k.startswith(RUN_CHECKPOINT_PREFIXES) for k in state):
-        return (f"{head} It looks like the checkpoint of a whole training run (keys like "
-                f"'{next(k for k in state if k.startswith(RUN_CHECKPOINT_PREFIXES))}'): load it "
-                f"with MODEL.WEIGHTS, and keep MODEL.BACKBONE.WEIGHTS for ImageNet weights "
-                f"converted by tools/convert_pretrained.py.")
+    networks = [p for p in checkpoint_networks(state) if p]
+    if networks:
+        return (f"{head} It looks like the checkpoint of a whole training run (networks "
+                f"{', '.join(sorted(networks))}): load it with MODEL.WEIGHTS, and keep "
+                f"MODEL.BACKBONE.WEIGHTS for ImageNet weights converted by "
+                f"tools/convert_pretrained.py.")
     return (f"{head} Its keys look like {sorted(state)[:3]}, the backbone's like "
             f"{sorted(own)[:3]}: convert the file with tools/convert_pretrained.py, or check "
             f"that it is for MODEL.BACKBONE.NAME / the variant this config builds.")

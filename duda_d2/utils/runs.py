@@ -26,8 +26,11 @@ def read_metrics(output_dir: str) -> Tuple[Dict, List[float]]:
 
 
 def trained_with(output_dir: str, config_file: str, opts: Sequence[str]) -> bool:
-    """Whether ``output_dir/config.yaml`` (written by train_net) is the config that
-    ``train_net.py --config-file config_file OUTPUT_DIR output_dir *opts`` would train now."""
+    """Whether ``output_dir/config.yaml`` is the config that
+    ``train_net.py --config-file config_file OUTPUT_DIR output_dir *opts`` would train now.
+
+    Only training writes ``config.yaml`` (``train_net.py --eval-only`` into a run's folder logs
+    its config but never saves it there), so the file is what the run was trained with."""
     import yaml
 
     from ..config import load_config
