@@ -11,7 +11,10 @@ from detectron2.config import CfgNode as CN
 
 __all__ = ["add_duda_config", "add_network_config", "add_self_training_config",
            "add_distillation_config", "add_uda_data_config", "add_solver_config",
-           "load_config"]
+           "add_panoptic_config", "load_config", "TASKS"]
+
+# What the networks predict (``MODEL.TASK``): see duda_d2/modeling/tasks.
+TASKS = ("semantic", "panoptic")
 
 
 def add_network_config(cfg: CN) -> CN:
@@ -253,9 +256,75 @@ def add_solver_config(cfg: CN) -> CN:
     return cfg
 
 
+def add_panoptic_config(cfg: CN) -> CN:
+    """Bottom-up panoptic segmentation (Panoptic-DeepLab) for ``MODEL.TASK "panoptic"``.
+
+    The keys keep Detectron2's ``projects/panoptic_deeplab`` names (``MODEL.INS_EMBED_HEAD``,
+    ``MODEL.PANOPTIC_DEEPLAB``, ``INPUT.GAUSSIAN_SIGMA`` ...) and its Cityscapes values, but
+    are added here rather than by ``add_panoptic_deeplab_config``, which would overwrite this
+    plugin's ``SEM_SEG_HEAD.ASPP_DILATIONS`` and ``SOLVER.OPTIMIZER``.
+    """
+    # "semantic": one semantic head. "panoptic": the semantic head (MODEL.SEM_SEG_HEAD) plus an
+    # instance head (MODEL.INS_EMBED_HEAD) predicting instance centres and offsets; needs
+    # panoptic data sets (synthetic_uda_*_panoptic, cityscapes_fine_panoptic_*, ...).
+    cfg.MODEL.TASK = "semantic"
+
+    # ---------------------------------------------------------------- instance head
+    cfg.MODEL.INS_EMBED_HEAD = CN()
+    # "DAFormerInsEmbedHead" (DAFormer-style context fusion, for the large networks) or
+    # "LightInsEmbedHead" (Panoptic-DeepLab's depth-wise separable variant, for small students).
+    cfg.MODEL.INS_EMBED_HEAD.NAME = "LightInsEmbedHead"
+    cfg.MODEL.INS_EMBED_HEAD.IN_FEATURES = ["res2", "res3", "res5"]
+    # LightInsEmbedHead (Panoptic-DeepLab's decoder): projected levels, ASPP on the last one.
+    cfg.MODEL.INS_EMBED_HEAD.PROJECT_FEATURES = ["res2", "res3"]
+    cfg.MODEL.INS_EMBED_HEAD.PROJECT_CHANNELS = [32, 64]
+    cfg.MODEL.INS_EMBED_HEAD.ASPP_CHANNELS = 256
+    cfg.MODEL.INS_EMBED_HEAD.ASPP_DILATIONS = [6, 12, 18]
+    cfg.MODEL.INS_EMBED_HEAD.ASPP_DROPOUT = 0.1
+    cfg.MODEL.INS_EMBED_HEAD.CONVS_DIM = 128
+    # Channels of the extra convolution before the centre / offset predictors.
+    cfg.MODEL.INS_EMBED_HEAD.HEAD_CHANNELS = 32
+    cfg.MODEL.INS_EMBED_HEAD.COMMON_STRIDE = 4
+    cfg.MODEL.INS_EMBED_HEAD.NORM = "BN"
+    # DAFormerInsEmbedHead: level embedding width, fusion ("aspp_dw", "aspp", "conv1x1") and
+    # its dilations, as MODEL.SEM_SEG_HEAD's DAFormerHead.
+    cfg.MODEL.INS_EMBED_HEAD.EMBED_DIM = 256
+    cfg.MODEL.INS_EMBED_HEAD.FUSION = "aspp_dw"
+    cfg.MODEL.INS_EMBED_HEAD.FUSION_DILATIONS = [1, 6, 12, 18]
+    # Loss weights: CE(z) + CENTER_LOSS_WEIGHT MSE(h) + OFFSET_LOSS_WEIGHT L1(o) (Panoptic-DeepLab).
+    cfg.MODEL.INS_EMBED_HEAD.CENTER_LOSS_WEIGHT = 200.0
+    cfg.MODEL.INS_EMBED_HEAD.OFFSET_LOSS_WEIGHT = 0.01
+
+    # ---------------------------------------------------------------- targets
+    # Gaussian sigma (pixels) of the centre heat-map at each thing instance's centre of mass:
+    # 8 for Cityscapes crops of 512x1024; scale it with the image size.
+    cfg.INPUT.GAUSSIAN_SIGMA = 8
+    # Offsets are learned on thing pixels only.
+    cfg.INPUT.IGNORE_STUFF_IN_OFFSET = True
+    # Instances smaller than this area (pixels) get this semantic loss weight (Cityscapes 4096, 3).
+    cfg.INPUT.SMALL_INSTANCE_AREA = 4096
+    cfg.INPUT.SMALL_INSTANCE_WEIGHT = 3
+    cfg.INPUT.IGNORE_CROWD_IN_SEMANTIC = False
+
+    # ---------------------------------------------------------------- post-processing
+    cfg.MODEL.PANOPTIC_DEEPLAB = CN()
+    # Stuff segments smaller than STUFF_AREA pixels at STUFF_AREA_REFERENCE_SIZE (H, W) become
+    # void; the area is scaled with the image (2048 px at 1024x2048 Cityscapes images).
+    cfg.MODEL.PANOPTIC_DEEPLAB.STUFF_AREA = 2048
+    cfg.MODEL.PANOPTIC_DEEPLAB.STUFF_AREA_REFERENCE_SIZE = (1024, 2048)
+    cfg.MODEL.PANOPTIC_DEEPLAB.CENTER_THRESHOLD = 0.1
+    cfg.MODEL.PANOPTIC_DEEPLAB.NMS_KERNEL = 7
+    cfg.MODEL.PANOPTIC_DEEPLAB.TOP_K_INSTANCE = 200
+    # Pseudo-targets: the teacher's instances whose centre score is below this are dropped (their
+    # pixels keep the semantic pseudo-label but get no centre / offset target).
+    cfg.MODEL.PANOPTIC_DEEPLAB.PSEUDO_CENTER_THRESHOLD = 0.3
+    return cfg
+
+
 def add_duda_config(cfg: CN) -> CN:
     """Add the plugin's keys (with defaults) to ``cfg`` in place and return it."""
     add_network_config(cfg)
+    add_panoptic_config(cfg)
     add_self_training_config(cfg)
     add_distillation_config(cfg)
     add_uda_data_config(cfg)

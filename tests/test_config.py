@@ -64,12 +64,12 @@ def test_every_added_key_is_documented_by_a_comment():
 
 def test_add_duda_config_is_the_composition_of_its_parts():
     from duda_d2.config import (add_distillation_config, add_network_config,
-                                add_self_training_config, add_solver_config,
-                                add_uda_data_config)
+                                add_panoptic_config, add_self_training_config,
+                                add_solver_config, add_uda_data_config)
 
     cfg = get_cfg()
-    for add in (add_network_config, add_self_training_config, add_distillation_config,
-                add_uda_data_config, add_solver_config):
+    for add in (add_network_config, add_panoptic_config, add_self_training_config,
+                add_distillation_config, add_uda_data_config, add_solver_config):
         assert add(cfg) is cfg
     assert cfg.dump() == add_duda_config(get_cfg()).dump()
 

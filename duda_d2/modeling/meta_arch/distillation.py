@@ -23,7 +23,7 @@ from ...uda.schedule import SCHEDULES, distill_beta
 from ...uda.teacher import frozen_copy
 from ..network import (SegmentationNetwork, build_segmentation_network, load_network_weights,
                        sub_network_config)
-from ..tasks import DenseTargets, MixedBatch, SemanticTask, UDABatch
+from ..tasks import DenseTargets, MixedBatch, Task, UDABatch
 from .loss_stages import LossStages
 from .training_passes import TrainingPasses
 
@@ -120,7 +120,7 @@ class SmallStudentDistillation(nn.Module):
     """The small student's losses at the current ``β`` (``set_iteration``), and the
     inconsistency class weights ``c`` it up-weights poorly adapted classes with."""
 
-    def __init__(self, *, task: SemanticTask, settings: DistillationSettings,
+    def __init__(self, *, task: Task, settings: DistillationSettings,
                  passes: TrainingPasses):
         super().__init__()
         self.task, self.settings, self.passes = task, settings, passes
@@ -183,11 +183,11 @@ class SmallStudentDistillation(nn.Module):
         tau = s.kd_temperature
         if s.large_student_weight > 0:
             kd = kd + s.large_student_weight * task.distillation_loss(
-                mixed.student_outputs, mix_outputs, c_mix, tau)
+                mixed.student_outputs, mix_outputs, mixed.targets, c_mix, tau)
         if s.clean_target_kd(self.beta):
             c_target = task.class_pixel_weights(c, pseudo)
             for teacher, weight in zip(clean_target_teachers, s.clean_target_weights):
                 if weight > 0:
-                    kd = kd + weight * task.distillation_loss(teacher, target_outputs, c_target,
-                                                              tau)
+                    kd = kd + weight * task.distillation_loss(teacher, target_outputs, pseudo,
+                                                              c_target, tau)
         return kd

@@ -23,7 +23,7 @@ from ...uda.masking import block_mask
 from ...uda.mix import CLASS_POOLS
 from ...uda.teacher import frozen_copy, teacher_mode
 from ..network import SegmentationNetwork
-from ..tasks import DenseTargets, MixedBatch, PseudoLabelSettings, SemanticTask, UDABatch
+from ..tasks import DenseTargets, MixedBatch, PseudoLabelSettings, Task, UDABatch
 from .loss_stages import LossStages
 from .training_passes import TrainingPasses
 
@@ -112,7 +112,7 @@ class MeanTeacherPair(nn.Module):
     the pair marks the last pass of each step (see ``TrainingPasses``).
     """
 
-    def __init__(self, student: SegmentationNetwork, *, task: SemanticTask,
+    def __init__(self, student: SegmentationNetwork, *, task: Task,
                  settings: SelfTrainingSettings, pixel_statistics, passes: TrainingPasses):
         super().__init__()
         self.student = student

@@ -22,7 +22,7 @@ from detectron2.structures import ImageList
 
 from ..inference import slide_inference, whole_inference
 from ..network import SegmentationNetwork, build_segmentation_network
-from ..tasks import SemanticTask, UDABatch, build_task
+from ..tasks import Task, UDABatch, build_task
 from .loss_stages import Backward, LossStages
 from .training_passes import TrainingPasses
 
@@ -61,7 +61,7 @@ class SegmentorBase(nn.Module):
     they train (``trainable_networks``), which one they evaluate (``inference_network``) and
     what one training step's losses are (``training_losses``)."""
 
-    def __init__(self, *, task: SemanticTask, pixel_mean: Sequence[float],
+    def __init__(self, *, task: Task, pixel_mean: Sequence[float],
                  pixel_std: Sequence[float], inference: InferenceSettings = InferenceSettings()):
         super().__init__()
         self.task = task

@@ -86,9 +86,10 @@ class SemanticTask:
         return weighted_cross_entropy(outputs[SEM_SEG], targets.maps[SEM_SEG], targets.weight,
                                       self.ignore_value)
 
-    def distillation_loss(self, teacher: Outputs, student: Outputs, pixel_weight: torch.Tensor,
-                          temperature: float = 1.0) -> torch.Tensor:
-        """``mean(pixel_weight · τ² KL(softmax(z_T/τ) ‖ softmax(z_S/τ)))``."""
+    def distillation_loss(self, teacher: Outputs, student: Outputs, targets: DenseTargets,
+                          pixel_weight: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+        """``mean(pixel_weight · τ² KL(softmax(z_T/τ) ‖ softmax(z_S/τ)))``; ``targets`` -- the
+        (pseudo-)labels of the distilled images -- are not needed by this task."""
         return weighted_kd(teacher[SEM_SEG], student[SEM_SEG], pixel_weight, temperature)
 
     @staticmethod
