@@ -9,6 +9,8 @@ STAMP := $(VENV)/.duda_installed
 venv: $(STAMP)
 
 # Re-run only when a dependency list or the installer changed: a second `make test` costs seconds.
+# tools/install_detectron2.py adds Detectron2 and panopticapi, hash-pinned wheels installed
+# without their dependencies (their metadata pins numpy<2; requirements.txt keeps numpy 2).
 $(STAMP): requirements.txt requirements-dev.txt setup.py tools/install_detectron2.py
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip

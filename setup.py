@@ -2,9 +2,10 @@
 
 ``make`` installs the pinned releases of requirements.txt (and requirements-dev.txt); in your
 own environment ``pip install -e .`` (or ``.[dev]``, ``.[interchange]``) installs these ranges,
-then ``python tools/install_detectron2.py`` installs Detectron2 (README: Detectron2
-installation). tests/test_packaging.py checks that every third-party module imported under
-duda_d2/, tools/ and datasets/ is listed here, and that requirements*.txt agree.
+then ``python tools/install_detectron2.py`` installs Detectron2 and panopticapi (README:
+Detectron2 installation). tests/test_packaging.py checks that every third-party module
+imported under duda_d2/, tools/ and datasets/ is listed here, and that requirements*.txt
+agree.
 """
 from setuptools import find_packages, setup
 
@@ -24,7 +25,10 @@ INSTALL_REQUIRES = [
     "tqdm",
     "tabulate",  # tools' tables
     "matplotlib",  # tools' plots and prediction pictures
-    # Detectron2 itself is not listed: it is not published on PyPI under its own name. The
+    # Detectron2 itself is not listed: it is not published on PyPI under its own name; nor is
+    # panopticapi (imported by Detectron2's panoptic code and our panoptic evaluator): the
+    # official one is not on PyPI and PyPI's panopticapi-lite pins numpy<2, so
+    # tools/install_detectron2.py installs it without dependencies. The
     # PyPI snapshot tools/install_detectron2.py installs comes without its dependencies
     # (pip --no-deps), so those it imports at run time are listed here (tensorboard: its
     # default training event writer). Its hydra-core and black serve LazyConfig only, which

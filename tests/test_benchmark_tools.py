@@ -80,6 +80,33 @@ def test_benchmark_uda_reads_the_teacher_evaluation_and_summarises(tmp_path):
     assert "duda (large EMA teacher)" in report and "80.0" in report
 
 
+def _panoptic_run(pq, car=None):
+    run = {**_run(pq + 10), "panoptic_seg/PQ": pq, "panoptic_seg/PQ_th": pq - 5,
+           "panoptic_seg/PQ_st": pq + 5, "panoptic_seg/SQ": 70.0, "panoptic_seg/RQ": pq + 20,
+           "panoptic_seg/PQ-car": car if car is not None else pq,
+           "panoptic_seg/PQ-train": float("nan")}
+    return run
+
+
+def test_benchmark_uda_summarises_panoptic_runs_with_pq(tmp_path):
+    run_dir = tmp_path / "duda" / "seed0"
+    inference = run_dir / "eval_teacher" / "inference" / "val"
+    inference.mkdir(parents=True)
+    (inference / "sem_seg_evaluation.json").write_text(json.dumps({"mIoU": 50.0}))
+    (inference / "panoptic_evaluation.json").write_text(json.dumps({"PQ": 33.0, "PQ-car": 20.0}))
+    teacher = benchmark_uda.evaluate_teacher(DUDA, str(run_dir), _panoptic_run(30.0), [])
+    assert teacher["panoptic_seg/PQ"] == 33.0 and teacher["sem_seg/mIoU"] == 50.0
+    report = benchmark_uda.summarise({"self_training_b0": [_panoptic_run(20.0, car=10.0),
+                                                           _panoptic_run(22.0, car=14.0)]})
+    header = report.splitlines()[0]
+    assert "PQ_th" in header and "PQ_st" in header and "mIoU" in header
+    assert "21.0 ± 1.4" in report and "20.0 22.0" in report  # PQ mean ± std, per seed
+    assert "per-class PQ" in report and "12.0" in report  # car's mean
+    assert "| train" not in report.split("per-class PQ")[1]  # a class never seen (NaN)
+    benchmark_uda.plot({"a": [_panoptic_run(20.0)]}, str(tmp_path / "plot.png"))
+    assert os.path.isfile(tmp_path / "plot.png")
+
+
 def test_demo_reuses_a_finished_run_only_while_its_config_is_unchanged(tmp_path):
     from duda_d2 import load_config
     from duda_d2.utils.runs import finished_run, trained_with

@@ -14,6 +14,8 @@ import re
 import sys
 from typing import Dict, Iterator, List, Set, Tuple
 
+import importlib.util
+
 import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
@@ -29,7 +31,11 @@ IMPORT_TO_DISTRIBUTION = {"cv2": "opencv-python-headless", "PIL": "pillow", "yam
 NOT_REQUIRED = {
     "detectron2": "not on PyPI under its own name: tools/install_detectron2.py installs it "
                   "(README, Detectron2 installation)",
+    "panopticapi": "the official one is not on PyPI; PyPI's panopticapi-lite pins numpy<2, so "
+                   "tools/install_detectron2.py installs it without dependencies",
 }
+# The wheel tools/install_detectron2.py installs (without dependencies) for each of them.
+NOT_REQUIRED_INSTALLED_AS = {"detectron2": "sal-detectron2", "panopticapi": "panopticapi-lite"}
 # Detectron2's own requirements that the project does not need (both serve LazyConfig only),
 # and packages Detectron2 imports that its snapshot's metadata does not list.
 DETECTRON2_REQUIREMENTS_NOT_NEEDED = {"hydra-core", "black"}
@@ -226,3 +232,84 @@ def test_torch_floor_is_what_the_code_needs():
     assert _floor(requirements["torch"]) == needed, (str(requirements["torch"]), used)
     torchvision = Version(TORCHVISION_FOR_TORCH[f"{needed.major}.{needed.minor}"])
     assert _floor(requirements["torchvision"]) == torchvision
+
+
+def _installer():
+    """tools/install_detectron2.py as a module (its main() is not run)."""
+    spec = importlib.util.spec_from_file_location(
+        "install_detectron2", os.path.join(REPO, "tools", "install_detectron2.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_no_deps_wheels_are_hash_pinned_and_never_resolved_by_pip():
+    """The wheels installed without dependencies (their metadata pins numpy<2) are pinned with
+    a sha256 and appear in no requirements file nor setup.py: pip never resolves their
+    dependencies, so it never downgrades numpy for them."""
+    installer = _installer()
+    no_deps = {canonicalize_name(n) for n in installer.NO_DEPS_DISTRIBUTIONS}
+    assert set(NOT_REQUIRED) == set(NOT_REQUIRED_INSTALLED_AS)
+    assert {canonicalize_name(d) for d in NOT_REQUIRED_INSTALLED_AS.values()} <= no_deps
+    for requirement, sha in ((installer.SNAPSHOT_REQUIREMENT, installer.SNAPSHOT_SHA256),
+                             (installer.PANOPTICAPI_REQUIREMENT, installer.PANOPTICAPI_SHA256)):
+        parsed = Requirement(requirement)
+        assert canonicalize_name(parsed.name) in no_deps
+        assert [s.operator for s in parsed.specifier] == ["=="], requirement
+        assert re.fullmatch(r"[0-9a-f]{64}", sha), requirement
+    install_requires, extras = _setup_lists()
+    listed = set(_names(install_requires)) | {n for g in extras.values() for n in _names(g)}
+    listed |= set(_requirements_file("requirements.txt"))
+    listed |= set(_requirements_file("requirements-dev.txt"))
+    assert not listed & no_deps, f"installed with --no-deps, must not be listed: {listed & no_deps}"
+
+
+def test_only_the_no_deps_wheels_conflict_with_the_installed_numpy():
+    """pip check, for numpy: every installed distribution accepts the installed numpy, except
+    those the installer puts in without dependencies; and requirements.txt keeps numpy 2 (a
+    numpy<2 requirement added there fails to resolve instead of downgrading numpy)."""
+    numpy_version = importlib.metadata.version("numpy")
+    conflicting = set()
+    for dist in importlib.metadata.distributions():
+        if not dist.metadata["Name"]:  # a broken leftover of an interrupted install
+            continue
+        for line in dist.requires or []:
+            requirement = Requirement(line)
+            if canonicalize_name(requirement.name) != "numpy":
+                continue
+            if requirement.marker is not None and \
+                    not requirement.marker.evaluate({"extra": ""}):
+                continue
+            if not requirement.specifier.contains(numpy_version, prereleases=True):
+                conflicting.add(canonicalize_name(dist.metadata["Name"]))
+    no_deps = {canonicalize_name(n) for n in _installer().NO_DEPS_DISTRIBUTIONS}
+    assert conflicting <= no_deps, (
+        f"these installed packages reject numpy {numpy_version}: {sorted(conflicting - no_deps)}")
+    numpy_spec = _requirements_file("requirements.txt")["numpy"].specifier
+    assert numpy_spec.contains(numpy_version) and not numpy_spec.contains("1.26.4")
+
+
+def test_panopticapi_installer_uses_no_deps_a_hash_and_guards_numpy(monkeypatch, capsys):
+    installer = _installer()
+    calls = []
+    found = iter(["", "panopticapi-lite 0.2.0"])
+    numpy = iter(["2.4.6", "1.26.4"])  # as if pip had downgraded numpy
+    monkeypatch.setattr(installer, "panopticapi_distribution", lambda: next(found))
+    monkeypatch.setattr(installer, "numpy_version", lambda: next(numpy))
+
+    def check_call(cmd):
+        with open(cmd[cmd.index("-r") + 1]) as f:
+            calls.append((cmd, f.read()))
+    monkeypatch.setattr(installer.subprocess, "check_call", check_call)
+    assert installer.install_panopticapi() == 1
+    assert "changed numpy from 2.4.6 to 1.26.4" in capsys.readouterr().err
+    (cmd, requirements), = calls
+    assert "--no-deps" in cmd and "--require-hashes" in cmd
+    assert requirements.strip() == (f"{installer.PANOPTICAPI_REQUIREMENT} "
+                                    f"--hash=sha256:{installer.PANOPTICAPI_SHA256}")
+    # Idempotent: the pinned release already there -> nothing installed; another
+    # distribution providing panopticapi (the official one) is kept.
+    for present in ("panopticapi-lite 0.2.0", "panopticapi 0.1"):
+        monkeypatch.setattr(installer, "panopticapi_distribution", lambda p=present: p)
+        assert installer.install_panopticapi() == 0
+    assert len(calls) == 1

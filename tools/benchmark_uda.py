@@ -12,7 +12,8 @@ asked for now is not trained again, so an interrupted benchmark resumes. For a D
 with its EMA teacher (``MODEL.DUDA.INFERENCE_NETWORK`` / ``MODEL.UDA.INFERENCE_NETWORK
 teacher``, an extra row): DUDA's small student is meant to come close to its large teacher,
 and above the small pair's own teacher. Prints mIoU mean ± std (and per seed), seconds per iteration,
-per-class IoU, and saves a bar plot next to the results.
+per-class IoU -- for panoptic configs PQ / PQ_th / PQ_st / SQ / RQ, the semantic branch's mIoU
+and per-class PQ -- and saves a bar plot next to the results.
 """
 from __future__ import annotations
 
@@ -70,7 +71,8 @@ def evaluate_teacher(config_file: str, run_dir: str, trained: Dict, opts: List[s
     """The EMA teacher's evaluation of a finished run (cached like training)."""
     out = os.path.join(run_dir, "eval_teacher")
     found = glob.glob(os.path.join(out, "inference", "*", "sem_seg_evaluation.json"))
-    if not found:
+    panoptic = glob.glob(os.path.join(out, "inference", "*", "panoptic_evaluation.json"))
+    if not found or ("panoptic_seg/PQ" in trained and not panoptic):
         cmd = [sys.executable, os.path.join(REPO, "tools", "train_net.py"), "--eval-only",
                "--config-file", config_file, *opts, "OUTPUT_DIR", out,
                "MODEL.WEIGHTS", os.path.join(run_dir, "model_final.pth"),
@@ -79,8 +81,12 @@ def evaluate_teacher(config_file: str, run_dir: str, trained: Dict, opts: List[s
         with open(os.path.join(out, "stdout.log"), "w") as log:
             subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT)
         found = glob.glob(os.path.join(out, "inference", "*", "sem_seg_evaluation.json"))
+        panoptic = glob.glob(os.path.join(out, "inference", "*", "panoptic_evaluation.json"))
     with open(found[0]) as f:
         metrics = {f"sem_seg/{k}": v for k, v in json.load(f).items()}
+    if panoptic:
+        with open(panoptic[0]) as f:
+            metrics.update({f"panoptic_seg/{k}": v for k, v in json.load(f).items()})
     return {**metrics, "seconds_per_iter": trained["seconds_per_iter"]}
 
 
@@ -89,7 +95,35 @@ def _mean_std(values: List[float]) -> str:
     return f"{statistics.mean(values):.1f} ± {std:.1f}"
 
 
+PANOPTIC_COLUMNS = ("PQ", "PQ_th", "PQ_st", "SQ", "RQ")
+
+
+def summarise_panoptic(results: Dict[str, List[Dict]]) -> str:
+    """PQ (all / things / stuff), SQ, RQ and the semantic branch's mIoU, mean ± std over
+    seeds, then per-class PQ."""
+    rows = []
+    for name, runs in results.items():
+        rows.append([name] + [_mean_std([r[f"panoptic_seg/{c}"] for r in runs])
+                              for c in PANOPTIC_COLUMNS]
+                    + [" ".join(f"{r['panoptic_seg/PQ']:.1f}" for r in runs),
+                       _mean_std([r["sem_seg/mIoU"] for r in runs]),
+                       f"{statistics.median(r['seconds_per_iter'] for r in runs):.3f}"])
+    table = tabulate(rows, headers=["config", *PANOPTIC_COLUMNS, "PQ per seed", "mIoU",
+                                    "s/iter"], tablefmt="github", disable_numparse=True)
+    prefix = "panoptic_seg/PQ-"
+    classes = [c for c in dict.fromkeys(k[len(prefix):] for runs in results.values()
+                                         for r in runs for k in r if k.startswith(prefix))
+               if all(r.get(prefix + c) == r.get(prefix + c)
+                      for runs in results.values() for r in runs)]  # NaN: class never seen
+    per_class = [[name] + [f"{statistics.mean(r[prefix + c] for r in runs):.1f}"
+                           for c in classes] for name, runs in results.items()]
+    return table + "\n\nper-class PQ (mean over seeds)\n" + tabulate(
+        per_class, headers=["config"] + classes, tablefmt="github", disable_numparse=True)
+
+
 def summarise(results: Dict[str, List[Dict]]) -> str:
+    if all("panoptic_seg/PQ" in r for runs in results.values() for r in runs):
+        return summarise_panoptic(results)
     rows = []
     for name, runs in results.items():
         mious = [r["sem_seg/mIoU"] for r in runs]
@@ -112,13 +146,16 @@ def plot(results: Dict[str, List[Dict]], path: str) -> None:
     import matplotlib.pyplot as plt
 
     names = list(results)
-    means = [statistics.mean(r["sem_seg/mIoU"] for r in results[n]) for n in names]
-    stds = [statistics.stdev(r["sem_seg/mIoU"] for r in results[n]) if len(results[n]) > 1
+    panoptic = all("panoptic_seg/PQ" in r for runs in results.values() for r in runs)
+    key, label = ("panoptic_seg/PQ", "target PQ (%)") if panoptic else ("sem_seg/mIoU",
+                                                                        "target mIoU (%)")
+    means = [statistics.mean(r[key] for r in results[n]) for n in names]
+    stds = [statistics.stdev(r[key] for r in results[n]) if len(results[n]) > 1
             else 0.0 for n in names]
     fig, ax = plt.subplots(figsize=(1.8 * len(names) + 2, 4))
     ax.bar(range(len(names)), means, yerr=stds, capsize=6, color="#4477aa")
     ax.set_xticks(range(len(names)), names, rotation=15, ha="right")
-    ax.set_ylabel("target mIoU (%)")
+    ax.set_ylabel(label)
     ax.set_title("UDA benchmark (mean ± std over seeds)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)

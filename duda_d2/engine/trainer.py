@@ -14,13 +14,14 @@ import weakref
 
 from detectron2.data import MetadataCatalog
 from detectron2.engine import DefaultTrainer
+from detectron2.evaluation import DatasetEvaluators
 from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from ..data import build_sem_seg_test_loader, build_supervised_train_loader, build_uda_train_loader
 from ..data.loader import run_seed
-from ..evaluation import UDASemSegEvaluator
+from ..evaluation import PANOPTIC_EVALUATOR_TYPES, UDAPanopticEvaluator, UDASemSegEvaluator
 from . import solver
 from .checkpoint import AtomicCheckpointer
 from .hooks import SeedEachIterationHook, TeacherEMAHook, TrainingScheduleHook
@@ -127,10 +128,18 @@ class UDATrainer(DefaultTrainer):
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
-        """mIoU on ``dataset_name``, plus the class subsets the training sets ask for."""
+        """mIoU on ``dataset_name``, plus the class subsets the training sets ask for; on a
+        panoptic data set also PQ/SQ/RQ (``panoptic_seg/...``, predictions written under
+        ``<output_folder>/panoptic/``) with the same subsets as mean PQ (``mPQ16``)."""
         output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
         subsets = {}
         for name in list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.SOURCE_TRAIN):
             subsets.update(getattr(MetadataCatalog.get(name), "eval_class_subsets", {}) or {})
-        return UDASemSegEvaluator(dataset_name, distributed=True, output_dir=output_folder,
-                                  class_subsets=subsets)
+        semantic = UDASemSegEvaluator(dataset_name, distributed=True, output_dir=output_folder,
+                                      class_subsets=subsets)
+        evaluator_type = getattr(MetadataCatalog.get(dataset_name), "evaluator_type", None)
+        if evaluator_type not in PANOPTIC_EVALUATOR_TYPES:
+            return semantic
+        panoptic = UDAPanopticEvaluator(dataset_name, distributed=True,
+                                        output_dir=output_folder, class_subsets=subsets)
+        return DatasetEvaluators([panoptic, semantic])

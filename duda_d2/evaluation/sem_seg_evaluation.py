@@ -17,6 +17,7 @@ from detectron2.evaluation import SemSegEvaluator
 from detectron2.utils.file_io import PathManager
 
 from ..data.labels import load_label_map
+from .class_subsets import dataset_class_subsets, subset_mean
 
 __all__ = ["UDASemSegEvaluator", "subset_miou"]
 
@@ -25,9 +26,7 @@ def subset_miou(class_ious: Dict[str, float], class_names: List[str],
                 class_ids: List[int]) -> float:
     """Mean of the per-class IoUs of ``class_ids`` (classes absent from the ground truth, NaN,
     are skipped as in the full mIoU)."""
-    values = [class_ious[f"IoU-{class_names[i]}"] for i in class_ids]
-    values = [v for v in values if not np.isnan(v)]
-    return float(np.mean(values)) if values else float("nan")
+    return subset_mean(class_ious, "IoU", class_names, class_ids)
 
 
 class UDASemSegEvaluator(SemSegEvaluator):
@@ -51,8 +50,7 @@ class UDASemSegEvaluator(SemSegEvaluator):
         super().__init__(dataset_name, distributed, output_dir=None, sem_seg_loading_fn=loader)
         self._compute_boundary_iou = False
         self._results_dir = output_dir
-        self._class_subsets = dict(getattr(meta, "eval_class_subsets", {}) or {})
-        self._class_subsets.update(class_subsets or {})
+        self._class_subsets = dataset_class_subsets(meta, class_subsets)
 
     def process(self, inputs, outputs):
         for inp, out in zip(inputs, outputs):
