@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""Write Cityscapes train-id labels and the rare-class statistics of its train split.
+"""Write Cityscapes train-id labels and the rare-class statistics of its train split; with
+``--panoptic`` also its panoptic ground truth (cityscapesscripts' createPanopticImgs).
 
-    python datasets/prepare_cityscapes.py [--root DIR] [--nproc N]
+    python datasets/prepare_cityscapes.py [--root DIR] [--nproc N] [--panoptic]
 
 Expects ``leftImg8bit_trainvaltest.zip`` and ``gtFine_trainvaltest.zip`` extracted into
 ``<root>/cityscapes`` (``leftImg8bit/{train,val}/<city>/*_leftImg8bit.png``,
@@ -16,10 +17,22 @@ id -> train id lookup table, or, when only the polygons exist, cityscapesscripts
 or damaged are converted again), every file is written atomically. Images and ``labelIds.png``
 files that are empty or damaged, and ``gtFine`` files without their image, are an error listing
 them, before anything is converted.
+
+``--panoptic`` then runs cityscapesscripts' ``createPanopticImgs`` (``convert2panoptic``, label
+ids as category ids) on the train and val splits, which reads ``*_gtFine_instanceIds.png`` and
+writes what Detectron2's ``cityscapes_fine_panoptic_{train,val}`` read::
+
+    gtFine/cityscapes_panoptic_{train,val}/<city>_xxxxxx_yyyyyy_gtFine_panoptic.png
+    gtFine/cityscapes_panoptic_{train,val}.json
+
+A split whose JSON exists, parses and lists only whole PNGs is skipped (createPanopticImgs
+writes the JSON last, so an interrupted run leaves none, or a damaged one, and is redone).
 """
 from __future__ import annotations
 
+import contextlib
 import io
+import json
 import os
 import sys
 import warnings
@@ -35,6 +48,7 @@ from cityscapesscripts.preparation.json2labelImg import json2labelImg  # noqa: E
 from duda_d2.data.datasets.file_check import file_problem  # noqa: E402
 from duda_d2.data.datasets.layout import (  # noqa: E402
     Pair, dataset_error, dataset_root, list_split, require_images, require_whole_files)
+from duda_d2.data.datasets.panoptic_datasets import panoptic_split  # noqa: E402
 from duda_d2.data.datasets.project_datasets import CITYSCAPES  # noqa: E402
 from duda_d2.data.rcs_stats_file import RcsStatsError, load_rcs_stats  # noqa: E402
 from duda_d2.prep.command_line import (  # noqa: E402
@@ -166,10 +180,69 @@ def write_rcs_stats(cityscapes_dir: str, labels: List[str], counted: Dict[str, D
                                            for path, c in counts.items()}, NUM_CLASSES)
 
 
+INSTANCE_SUFFIX = "instanceIds.png"  # <city>_xxxxxx_yyyyyy_gtFine_instanceIds.png
+
+
+def _panoptic_complete(json_path: str, png_dir: str) -> bool:
+    """Whether ``json_path`` parses and every PNG it lists in ``png_dir`` is whole."""
+    try:
+        with open(json_path) as f:
+            annotations = json.load(f)["annotations"]
+        return bool(annotations) and all(
+            file_problem(os.path.join(png_dir, a["file_name"])) is None for a in annotations)
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def _require_instance_ids(root: str, split: str) -> None:
+    """Every image of ``split`` has a whole ``*_gtFine_instanceIds.png`` (createPanopticImgs'
+    input, part of gtFine_trainvaltest.zip); an error listing those that do not."""
+    pairs = list_split(CITYSCAPES, CITYSCAPES.split(SPLITS[split]), root)
+    cityscapes_dir = os.path.abspath(CITYSCAPES.dataset_dir(root))
+    paths = [os.path.join(cityscapes_dir, label[:-len(TRAIN_ID_SUFFIX)] + INSTANCE_SUFFIX)
+             for _, label in pairs]
+    missing = [p for p in paths if not os.path.isfile(p)]
+    if missing:
+        shown = missing[:5] + ([f"... and {len(missing) - 5} more"] if len(missing) > 5 else [])
+        raise dataset_error(
+            CITYSCAPES, root, f"{len(missing)} of {len(paths)} Cityscapes {split} images have no "
+            f"*_gtFine_{INSTANCE_SUFFIX}, which the panoptic ground truth is made from "
+            f"({CITYSCAPES.archives[1]} half-extracted?)", details=shown)
+    require_whole_files(CITYSCAPES, root, f"instance-id PNGs of Cityscapes {split}", paths)
+
+
+def prepare_cityscapes_panoptic(root: Optional[str] = None, progress: bool = True) -> List[str]:
+    """Run createPanopticImgs on every split whose panoptic files are missing or incomplete;
+    returns the splits converted."""
+    from cityscapesscripts.preparation.createPanopticImgs import convert2panoptic
+
+    root = dataset_root() if root is None else root
+    converted = []
+    for split in SPLITS:
+        pan = panoptic_split(f"cityscapes_fine_panoptic_{split}")
+        json_path = os.path.join(CITYSCAPES.dataset_dir(root), pan.panoptic_json)
+        png_dir = os.path.join(CITYSCAPES.dataset_dir(root), pan.panoptic_root)
+        if _panoptic_complete(json_path, png_dir):
+            continue
+        _require_instance_ids(root, split)
+        gt_dir = os.path.dirname(json_path)
+        quiet = contextlib.nullcontext() if progress else contextlib.redirect_stdout(io.StringIO())
+        try:
+            with quiet:
+                convert2panoptic(cityscapesPath=gt_dir, outputFolder=gt_dir, useTrainId=False,
+                                 setNames=[split])
+        except SystemExit:  # cityscapesscripts exits when it finds no instanceIds file
+            raise ValueError(f"cityscapesscripts' createPanopticImgs failed on '{gt_dir}' "
+                             f"({split})") from None
+        converted.append(split)
+    return converted
+
+
 def prepare_cityscapes(root: Optional[str] = None, nproc: Optional[int] = None,
-                       progress: bool = True) -> Dict[str, int]:
+                       progress: bool = True, panoptic: bool = False) -> Dict[str, int]:
     """Convert the missing train-id labels under ``<root>/cityscapes`` and (re)write the train
-    split's RCS statistics when they changed; returns counts of converted/skipped labels."""
+    split's RCS statistics when they changed; returns counts of converted/skipped labels.
+    ``panoptic``: then ``prepare_cityscapes_panoptic`` (``panoptic_converted``: its splits)."""
     root = dataset_root() if root is None else root
     nproc = nproc or os.cpu_count() or 1
     jobs = {split: pending_conversions(root, split) for split in SPLITS}  # check all first
@@ -188,19 +261,31 @@ def prepare_cityscapes(root: Optional[str] = None, nproc: Optional[int] = None,
     if counted or not _stats_complete(cityscapes_dir, keys):
         write_rcs_stats(cityscapes_dir, train_labels, counted, nproc, progress)
         stats["rcs_stats_written"] = 1
+    if panoptic:
+        stats["panoptic_converted"] = prepare_cityscapes_panoptic(root, progress)
     return stats
 
 
-def _summary(args, stats: Dict[str, int]) -> str:
-    return (f"cityscapes: {stats['converted']} labels converted"
+def _summary(args, stats: Dict) -> str:
+    text = (f"cityscapes: {stats['converted']} labels converted"
             f"{replaced_note(stats['replaced'])}, {stats['skipped']} already "
             f"there{', rcs_stats.json written' if stats['rcs_stats_written'] else ''}")
+    if "panoptic_converted" in stats:
+        done = stats["panoptic_converted"]
+        text += (f"; panoptic ground truth written for {', '.join(done)}" if done
+                 else "; panoptic ground truth already there")
+    return text
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    return run_prepare_cli(prepare_argument_parser(__doc__.split("\n\n")[0]), argv,
-                           lambda args: prepare_cityscapes(args.root, args.nproc), _summary,
-                           (FileNotFoundError, ValueError))
+    parser = prepare_argument_parser(__doc__.split("\n\n")[0])
+    parser.add_argument("--panoptic", action="store_true",
+                        help="also write the panoptic ground truth (cityscapesscripts' "
+                             "createPanopticImgs) for cityscapes_fine_panoptic_{train,val}")
+    return run_prepare_cli(parser, argv,
+                           lambda args: prepare_cityscapes(args.root, args.nproc,
+                                                           panoptic=args.panoptic),
+                           _summary, (FileNotFoundError, ValueError))
 
 
 if __name__ == "__main__":

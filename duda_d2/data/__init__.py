@@ -4,3 +4,4 @@ from .build import (build_sem_seg_test_loader, build_supervised_train_loader,  #
                     build_uda_train_loader)
 from .labels import InvalidLabelError, load_label_map  # noqa: F401
 from .mappers import SemSegDatasetMapper  # noqa: F401
+from .panoptic_mapper import PanopticDatasetMapper  # noqa: F401

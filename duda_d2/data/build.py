@@ -10,6 +10,10 @@ __all__ = ["build_supervised_train_loader", "build_uda_train_loader", "build_sem
 
 
 def build_sem_seg_test_loader(cfg, dataset_name: str):
-    """Batches of one image, resized to ``INPUT.TEST_SIZE``, labels left to the evaluator."""
+    """Batches of one image, resized to ``INPUT.TEST_SIZE``, labels left to the evaluator.
+
+    The same for both tasks (``MODEL.TASK``): the semantic and panoptic evaluators read the
+    ground truth from the records' files at their original size (``sem_seg_file_name``;
+    ``panoptic_json``/``panoptic_root``), so the test mapper loads no label."""
     mapper = SemSegDatasetMapper(cfg, is_train=False, with_labels=False)
     return build_detection_test_loader(cfg, dataset_name, mapper=mapper)

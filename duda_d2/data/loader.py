@@ -5,6 +5,10 @@ dataset index, and the mapper's random augmentations (crop, flip) are seeded fro
 position, so batch ``k`` is identical with 0 or N loader workers, on 1 or N processes, and
 after ``--resume`` at iteration ``k``. ``build_uda_train_loader`` pairs a labelled source
 stream with an unlabelled target stream.
+
+With ``MODEL.TASK "panoptic"`` labelled streams map panoptic records
+(``PanopticDatasetMapper``: image, ``pan_seg``, ``sem_seg``), with the thing classes of the
+data sets' metadata; unlabelled (target) streams map images only, as for the semantic task.
 """
 from __future__ import annotations
 
@@ -23,11 +27,12 @@ from detectron2.utils import comm
 
 from .datasets.layout import dataset_root
 from .mappers import SemSegDatasetMapper
+from .panoptic_mapper import PanopticDatasetMapper
 from .rcs_stats_file import RcsStatsError, load_rcs_stats
 from .samplers import PositionalSampler, RareClassSampler, UniformSampler
 
 __all__ = ["SeededTrainLoader", "build_supervised_train_loader", "build_uda_train_loader",
-           "UDATrainLoader", "run_seed"]
+           "UDATrainLoader", "run_seed", "build_train_mapper"]
 
 logger = logging.getLogger(__name__)
 
@@ -165,12 +170,36 @@ def _sampler(cfg, records_by_dataset: List[Tuple[str, List[dict]]], size: int, s
     return UniformSampler(size, seed)
 
 
+def _thing_ids(names: Sequence[str], what: str) -> List[int]:
+    """The thing train ids of the panoptic data sets ``names`` (from their metadata)."""
+    thing_ids = set()
+    for name in names:
+        meta = MetadataCatalog.get(name)
+        if not hasattr(meta, "thing_dataset_id_to_contiguous_id"):
+            raise ValueError(f"MODEL.TASK 'panoptic' trains on panoptic data sets, but {what} "
+                             f"names '{name}', which has no panoptic metadata: use a *_panoptic "
+                             f"data set (e.g. synthetic_uda_source_train_panoptic, "
+                             f"cityscapes_fine_panoptic_train; datasets/README.md)")
+        thing_ids.update(int(c) for c in meta.thing_dataset_id_to_contiguous_id.values())
+    return sorted(thing_ids)
+
+
+def build_train_mapper(cfg, names: Sequence[str], what: str, size, labelled: bool) -> Callable:
+    """The training mapper of a domain: for ``MODEL.TASK "panoptic"`` the panoptic mapper
+    (labelled: image, ``pan_seg``, ``sem_seg``; unlabelled: image only, no segments), else the
+    semantic one."""
+    if getattr(cfg.MODEL, "TASK", "semantic") == "panoptic":
+        return PanopticDatasetMapper(cfg, is_train=True, size=size, with_labels=labelled,
+                                     thing_ids=_thing_ids(names, what) if labelled else None)
+    return SemSegDatasetMapper(cfg, is_train=True, size=size, with_labels=labelled)
+
+
 def _domain_loader(cfg, names: Sequence[str], what: str, batch_size: int, size, labelled: bool,
                    stream: int) -> SeededTrainLoader:
     seed = run_seed(cfg)
+    mapper = build_train_mapper(cfg, names, what, size, labelled)  # checks the metadata first
     by_dataset = _records_by_dataset(names, what)
     records = [record for _, recs in by_dataset for record in recs]
-    mapper = SemSegDatasetMapper(cfg, is_train=True, size=size, with_labels=labelled)
     sampler = _sampler(cfg, by_dataset, len(records), seed, rare_class=labelled)
     return SeededTrainLoader(records, mapper, sampler, seed, batch_size,
                              cfg.DATALOADER.NUM_WORKERS, stream)

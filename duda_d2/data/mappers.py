@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import copy
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -102,19 +102,21 @@ class SemSegDatasetMapper:
             if sem_seg.shape != image.shape[:2]:
                 raise ValueError(f"label '{record['sem_seg_file_name']}' is {sem_seg.shape} but "
                                  f"image '{record['file_name']}' is {image.shape[:2]}")
-        aug_input = self._augment(image, sem_seg, rare_class)
+        aug_input, _ = self._augment(image, sem_seg, rare_class)
         record["image"] = torch.as_tensor(np.ascontiguousarray(aug_input.image.transpose(2, 0, 1)))
         if sem_seg is not None:
             record["sem_seg"] = torch.as_tensor(aug_input.sem_seg.astype(np.int64))
         return record
 
     def _augment(self, image: np.ndarray, sem_seg: Optional[np.ndarray],
-                 rare_class: Optional[int]) -> T.AugInput:
+                 rare_class: Optional[int]) -> Tuple[T.AugInput, T.TransformList]:
+        """The augmented image and labels, and the transforms applied (for other label maps
+        that must follow them, e.g. a panoptic map)."""
         retry = (rare_class is not None and sem_seg is not None
                  and self.rare_class_min_pixels > 0)
         for _ in range(1 + (RARE_CLASS_CROP_RETRIES if retry else 0)):
             aug_input = T.AugInput(image, sem_seg=sem_seg)
-            self.augmentations(aug_input)
+            transforms = self.augmentations(aug_input)
             if not retry or (aug_input.sem_seg == rare_class).sum() > self.rare_class_min_pixels:
                 break
-        return aug_input
+        return aug_input, transforms

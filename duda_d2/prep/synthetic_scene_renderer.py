@@ -18,6 +18,10 @@ A scene is made in two independent steps:
 Each step draws from its own ``np.random.default_rng`` seeded from the arguments, so a scene is
 fully determined by ``(seed, style, height, width, strength)`` and both styles of one seed share
 the exact same label map.
+
+For panoptic segmentation, ``render_panoptic_scene`` also returns the instance ids of the thing
+classes (``THING_CLASSES``: persons and cars), read off the layout's instance map without any
+random draw, so images and labels are the same as ``render_scene``'s.
 """
 from __future__ import annotations
 
@@ -28,8 +32,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-__all__ = ["STYLES", "SYNTHETIC_CLASSES", "Camera", "Instance", "Layout", "render_layout",
-           "render_scene"]
+__all__ = ["STYLES", "SYNTHETIC_CLASSES", "THING_CLASSES", "Camera", "Instance", "Layout",
+           "render_layout", "render_scene", "render_panoptic_scene", "thing_instance_ids"]
 
 # Cityscapes train ids drawn by the generator. Every pixel gets one of them: the ignore
 # label 255 never occurs.
@@ -38,6 +42,8 @@ VEGETATION, TERRAIN, SKY, PERSON, CAR = 8, 9, 10, 11, 13
 
 SYNTHETIC_CLASSES: Tuple[int, ...] = (ROAD, SIDEWALK, BUILDING, POLE, TRAFFIC_LIGHT,
                                       TRAFFIC_SIGN, VEGETATION, TERRAIN, SKY, PERSON, CAR)
+# The countable ("thing") classes among them: each person and car is one panoptic instance.
+THING_CLASSES: Tuple[int, ...] = (PERSON, CAR)
 STYLES: Tuple[str, ...] = ("source", "target")
 
 # Parts: regions inside an object that keep its class but get their own look.
@@ -763,6 +769,40 @@ def _paint_target(layout: Layout, rng: np.random.Generator, strength: float) -> 
     return _to_uint8(_camera_effects(img, rng, s))
 
 
+def _paint(layout: Layout, seed: int, style: str, strength: float) -> np.ndarray:
+    """The RGB image of ``layout`` in ``style``, from the style's own random stream."""
+    if style == "source":
+        rng = np.random.default_rng([seed, _STYLE_STREAM[style]])
+        return _paint_source(layout, rng)
+    rng = np.random.default_rng([seed, _STYLE_STREAM[style], int(round(strength * 1e6))])
+    return _paint_target(layout, rng, strength)
+
+
+def _check_style(style: str, strength: float) -> None:
+    if style not in STYLES:
+        raise ValueError(f"style must be one of {STYLES}, got {style!r}")
+    if not 0.0 <= strength <= 1.0:
+        raise ValueError(f"strength must be in [0, 1], got {strength}")
+
+
+def thing_instance_ids(layout: Layout) -> np.ndarray:
+    """(H, W) int32 instance ids of the thing classes (``THING_CLASSES``): 0 off things, and
+    1..n for the thing instances with at least one visible pixel, numbered in drawing order
+    (far to near). A person or car partly hidden by a nearer one keeps only its visible pixels,
+    possibly in several pieces: it is still one instance.
+
+    Derived from ``layout.instance`` alone: no random draw, so the images and labels of
+    ``render_scene`` are the same whether or not this is called.
+    """
+    is_thing = np.array([i.cls in THING_CLASSES for i in layout.instances])
+    visible = np.zeros(len(layout.instances), bool)
+    visible[np.unique(layout.instance)] = True
+    number = np.zeros(len(layout.instances), np.int32)
+    things = is_thing & visible
+    number[things] = np.arange(1, int(things.sum()) + 1, dtype=np.int32)
+    return number[layout.instance]
+
+
 def render_scene(seed: int, style: str, height: int = 96, width: int = 128,
                  strength: float = 0.65) -> Tuple[np.ndarray, np.ndarray]:
     """One street scene: an RGB uint8 image (H, W, 3) and its train-id label map (H, W).
@@ -770,15 +810,15 @@ def render_scene(seed: int, style: str, height: int = 96, width: int = 128,
     The label map depends on ``seed`` (and the size) only; ``style`` ("source" or "target")
     and ``strength`` (target style only, 0..1) change the appearance.
     """
-    if style not in STYLES:
-        raise ValueError(f"style must be one of {STYLES}, got {style!r}")
-    if not 0.0 <= strength <= 1.0:
-        raise ValueError(f"strength must be in [0, 1], got {strength}")
+    _check_style(style, strength)
     layout = render_layout(seed, height, width)
-    if style == "source":
-        rng = np.random.default_rng([seed, _STYLE_STREAM[style]])
-        image = _paint_source(layout, rng)
-    else:
-        rng = np.random.default_rng([seed, _STYLE_STREAM[style], int(round(strength * 1e6))])
-        image = _paint_target(layout, rng, strength)
-    return image, layout.label
+    return _paint(layout, seed, style, strength), layout.label
+
+
+def render_panoptic_scene(seed: int, style: str, height: int = 96, width: int = 128,
+                          strength: float = 0.65) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``render_scene``'s image and label map (the very same arrays) plus the thing instance
+    ids (``thing_instance_ids``: (H, W) int32, 0 off persons and cars, 1..n on them)."""
+    _check_style(style, strength)
+    layout = render_layout(seed, height, width)
+    return _paint(layout, seed, style, strength), layout.label, thing_instance_ids(layout)
