@@ -13,8 +13,10 @@ __all__ = ["build_optimizer", "build_lr_scheduler", "is_head_parameter"]
 
 
 def is_head_parameter(name: str) -> bool:
-    """Parameters of a decoder head (``...head.<param>``) get ``HEAD_LR_MULTIPLIER``."""
-    return ".head." in f".{name}"
+    """Parameters of a decoder head (``...head.<param>``, ``...instance_head.<param>``) get
+    ``HEAD_LR_MULTIPLIER``."""
+    name = f".{name}"
+    return ".head." in name or ".instance_head." in name
 
 
 def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:

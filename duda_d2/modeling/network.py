@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -20,19 +20,21 @@ logger = logging.getLogger(__name__)
 
 
 class SegmentationNetwork(nn.Module):
-    """Backbone + head mapping normalised images (N, 3, H, W) to a dict of named
-    low-resolution maps: ``{"sem_seg": logits}`` for a semantic head (a head that returns a
-    tensor), or the head's own dict (e.g. a panoptic head's semantic logits, centres and
-    offsets). What the maps mean is the task's business (``modeling/tasks``).
+    """Backbone + head (+ an optional instance head) mapping normalised images (N, 3, H, W) to
+    a dict of named low-resolution maps: ``{"sem_seg": logits}`` for a semantic head, plus the
+    instance head's ``center`` and ``offset`` for bottom-up panoptic segmentation. What the maps
+    mean is the task's business (``modeling/tasks``).
 
     Meta-architectures hold one of these per network (student, teacher, small student), so a
     network is a self-contained unit that can be copied, EMA-averaged or exported alone.
     """
 
-    def __init__(self, backbone: nn.Module, head: nn.Module):
+    def __init__(self, backbone: nn.Module, head: nn.Module,
+                 instance_head: Optional[nn.Module] = None):
         super().__init__()
         self.backbone = backbone
         self.head = head
+        self.instance_head = instance_head
 
     def forward(self, images: torch.Tensor, with_features: bool = False):
         """The named maps, or (maps, backbone features) from one pass for feature losses."""
@@ -40,6 +42,8 @@ class SegmentationNetwork(nn.Module):
         outputs = self.head(features)
         if not isinstance(outputs, dict):
             outputs = {"sem_seg": outputs}
+        if self.instance_head is not None:
+            outputs = {**outputs, **self.instance_head(features)}
         return (outputs, features) if with_features else outputs
 
     @property
@@ -53,11 +57,24 @@ def named_networks(model: nn.Module) -> List[Tuple[str, SegmentationNetwork]]:
 
 
 def build_segmentation_network(cfg: CfgNode) -> SegmentationNetwork:
-    """Build the backbone named by ``MODEL.BACKBONE.NAME`` and the head ``MODEL.SEM_SEG_HEAD.NAME``."""
+    """Build the backbone named by ``MODEL.BACKBONE.NAME``, the head ``MODEL.SEM_SEG_HEAD.NAME``
+    and, for ``MODEL.TASK "panoptic"``, the instance head ``MODEL.INS_EMBED_HEAD.NAME``."""
+    from ..config import TASKS
+
+    if cfg.MODEL.TASK not in TASKS:
+        raise ValueError(f"MODEL.TASK={cfg.MODEL.TASK!r} unknown; use one of {list(TASKS)}")
     backbone = build_backbone(cfg)
     if cfg.MODEL.BACKBONE.WEIGHTS:
         load_backbone_weights(backbone, cfg.MODEL.BACKBONE.WEIGHTS)
-    return SegmentationNetwork(backbone, build_sem_seg_head(cfg, backbone.output_shape()))
+    shapes = backbone.output_shape()
+    instance_head = None
+    if cfg.MODEL.TASK == "panoptic":
+        from detectron2.projects.panoptic_deeplab import build_ins_embed_branch
+
+        from . import heads  # noqa: F401  (registers the instance heads)
+
+        instance_head = build_ins_embed_branch(cfg, shapes)
+    return SegmentationNetwork(backbone, build_sem_seg_head(cfg, shapes), instance_head)
 
 
 # Below this share of the backbone's tensors, a backbone weight file is the wrong file.
@@ -90,12 +107,13 @@ def checkpoint_networks(keys) -> Dict[str, int]:
     counts: Dict[str, Dict[str, int]] = {}
     for k in keys:
         parts = k.split(".")
-        i = next((i for i, p in enumerate(parts[:-1]) if p in ("backbone", "head")), None)
+        i = next((i for i, p in enumerate(parts[:-1])
+                  if p in ("backbone", "head", "instance_head")), None)
         if i is not None:
-            part = counts.setdefault(".".join(parts[:i]), {"backbone": 0, "head": 0})
+            part = counts.setdefault(".".join(parts[:i]),
+                                     {"backbone": 0, "head": 0, "instance_head": 0})
             part[parts[i]] += 1
-    return {p: c["backbone"] + c["head"] for p, c in counts.items()
-            if c["backbone"] and (p or c["head"])}
+    return {p: sum(c.values()) for p, c in counts.items() if c["backbone"] and (p or c["head"])}
 
 
 def checkpoint_contents(keys) -> str:
