@@ -23,6 +23,7 @@ MOVED = {
     **{f"configs/baselines/{m}_synthetic.yaml": f"configs/synthetic/{m}.yaml"
        for m in ("self_training", "source_only", "target_oracle")},
     "configs/demo/duda_synthetic.yaml": "configs/synthetic/duda.yaml",
+    "configs/demo/duda_synthetic_panoptic.yaml": "configs/synthetic_panoptic/duda.yaml",
     **{f"configs/students/{s}.yaml": f"configs/gta2cs/students/{s}.yaml"
        for s in ("mit_b1", "mit_b2", "deeplabv2_r101", "mobilenetv3")},
     "configs/Base-MiT-B5-DAFormer.yaml": "configs/networks/mit_b5_daformer.yaml",
