@@ -13,12 +13,16 @@ __all__ = ["LevelEmbedding", "conv_bn_relu", "check_in_features"]
 
 
 def check_in_features(head: str, in_features: Sequence[str],
-                      input_shape: Dict[str, ShapeSpec]) -> None:
-    """Fail clearly when a head asks for a feature the backbone does not produce."""
+                      input_shape: Dict[str, ShapeSpec],
+                      key: str = "MODEL.SEM_SEG_HEAD.IN_FEATURES") -> None:
+    """Fail clearly when a head asks for a feature the backbone does not produce (``key``: the
+    config key that sets the head's features, named in the error)."""
+    if not in_features:
+        raise ValueError(f"{head} has no input features; set {key}")
     missing = [f for f in in_features if f not in input_shape]
     if missing:
         raise ValueError(f"{head} in_features {missing} not produced by the backbone "
-                         f"(it gives {sorted(input_shape)}); set MODEL.SEM_SEG_HEAD.IN_FEATURES")
+                         f"(it gives {sorted(input_shape)}); set {key}")
 
 
 def conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int = 1, dilation: int = 1,

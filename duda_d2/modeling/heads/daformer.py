@@ -19,7 +19,7 @@ from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 
 from .common import LevelEmbedding, check_in_features, conv_bn_relu
 
-__all__ = ["DAFormerHead", "ASPPFusion"]
+__all__ = ["DAFormerHead", "ASPPFusion", "build_fusion", "FUSIONS"]
 
 FUSIONS = ("aspp_dw", "aspp", "conv1x1")
 
@@ -50,6 +50,23 @@ class ASPPFusion(nn.Module):
         return self.bottleneck(torch.cat([b(x) for b in self.branches], dim=1))
 
 
+def build_fusion(fusion: str, in_channels: int, channels: int, dilations: Sequence[int], *,
+                 fusion_key: str = "MODEL.SEM_SEG_HEAD.FUSION",
+                 dilations_key: str = "MODEL.SEM_SEG_HEAD.ASPP_DILATIONS") -> nn.Module:
+    """DAFormer's fusion of the concatenated level embeddings (``in_channels``) to ``channels``:
+    ``aspp_dw`` / ``aspp`` (:class:`ASPPFusion`, depth-wise separable or plain, ``dilations``)
+    or ``conv1x1``. Shared by the semantic ``DAFormerHead`` and the instance
+    ``DAFormerInsEmbedHead``; the keys name the config entries in errors."""
+    if fusion not in FUSIONS:
+        raise ValueError(f"{fusion_key}={fusion!r} unknown; use one of {FUSIONS}")
+    if fusion == "conv1x1":
+        return conv_bn_relu(in_channels, channels, 1)
+    if not dilations or any(int(d) != d or d < 1 for d in dilations):
+        raise ValueError(f"{fusion_key}={fusion!r} needs a non-empty list of positive integer "
+                         f"dilations; {dilations_key} is {list(dilations)}")
+    return ASPPFusion(in_channels, channels, dilations, fusion == "aspp_dw")
+
+
 @SEM_SEG_HEADS_REGISTRY.register()
 class DAFormerHead(nn.Module):
     @configurable
@@ -58,14 +75,8 @@ class DAFormerHead(nn.Module):
                  fusion: str = "aspp_dw", aspp_dilations: Sequence[int] = (1, 6, 12, 18)):
         super().__init__()
         check_in_features("DAFormerHead", in_features, input_shape)
-        if fusion not in FUSIONS:
-            raise ValueError(f"MODEL.SEM_SEG_HEAD.FUSION={fusion!r} unknown; use one of {FUSIONS}")
         self.embed = LevelEmbedding(input_shape, in_features, embed_dim)
-        concat = embed_dim * len(in_features)
-        if fusion == "conv1x1":
-            self.fuse = conv_bn_relu(concat, embed_dim, 1)
-        else:
-            self.fuse = ASPPFusion(concat, embed_dim, aspp_dilations, fusion == "aspp_dw")
+        self.fuse = build_fusion(fusion, embed_dim * len(in_features), embed_dim, aspp_dilations)
         self.dropout = nn.Dropout2d(dropout)
         self.linear_pred = nn.Conv2d(embed_dim, num_classes, 1)
 
