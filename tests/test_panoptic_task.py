@@ -85,6 +85,48 @@ def test_targets_from_a_label_map():
     assert maps["pan_seg"] is pan
 
 
+def test_crowd_regions_place_no_centre_peak():
+    """Two crowd car blobs in opposite corners: Detectron2's generator alone would put a peak
+    at their joint centre of mass (on road, where the centre weight is 1); ours puts none."""
+    task = make_task(sigma=2.0)
+    pan = torch.zeros(1, 40, 40, dtype=torch.long)
+    pan[0, 0:5, 0:5] = 13000
+    pan[0, 35:40, 35:40] = 13000
+    maps = task.targets_from_panoptic(pan).maps
+    assert maps["center"].max().item() == 0.0
+    assert maps["center_weight"][0, 20, 20] == 1 and maps["center_weight"][0, 0, 0] == 0
+    assert maps["sem_seg"][0, 0, 0] == CAR and maps["semantic_weight"][0, 0, 0] == 1
+    assert maps["offset_weight"].sum() == 0
+    ignored = PanopticTask(num_classes=19, settings=PanopticSettings(
+        thing_ids=THINGS, sigma=2, ignore_crowd_in_semantic=True))
+    assert ignored.targets_from_panoptic(pan).maps["sem_seg"][0, 0, 0] == 255
+
+
+def test_class_weights_act_on_the_semantic_term_only():
+    task = make_task()
+    pan = torch.zeros(1, 8, 8, dtype=torch.long)
+    pan[0, 2:6, 2:6] = 13001
+    targets = task.targets_from_panoptic(pan)
+    outputs = {"sem_seg": torch.zeros(1, 19, 8, 8), "center": torch.zeros(1, 1, 8, 8),
+               "offset": torch.zeros(1, 2, 8, 8)}
+    plain = task.supervised_loss(outputs, targets)
+    ce = task.semantic.supervised_loss(outputs, targets.with_weight(
+        targets.maps["semantic_weight"]))
+    doubled = task.supervised_loss(outputs, targets, class_weight=torch.full((1, 8, 8), 2.0))
+    assert doubled.item() == pytest.approx(plain.item() + ce.item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("bad,message", [
+    (dict(nms_kernel=4), "NMS_KERNEL=4"), (dict(sigma=1.5), "GAUSSIAN_SIGMA=1.5"),
+    (dict(small_instance_weight=2.5), "SMALL_INSTANCE_WEIGHT=2.5"),
+    (dict(stuff_area_reference=(10,)), "STUFF_AREA_REFERENCE_SIZE")])
+def test_settings_the_generator_would_take_wrongly_are_refused(bad, message):
+    with pytest.raises(ValueError, match=message):
+        PanopticSettings(thing_ids=THINGS, **bad)
+    with pytest.raises(ValueError, match="IGNORE_VALUE=300"):
+        PanopticTask(num_classes=19, ignore_value=300, settings=PanopticSettings(thing_ids=THINGS))
+
+
 def test_supervised_loss_is_zero_for_perfect_centres_and_offsets():
     task = make_task()
     pan = torch.zeros(1, 8, 8, dtype=torch.long)

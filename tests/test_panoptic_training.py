@@ -110,3 +110,15 @@ def test_panoptic_duda_resumes_exactly_and_evaluates_pq(panoptic_root, tmp_path)
     folder = tmp_path / "a" / "inference" / "synthetic_uda_target_val_panoptic" / "panoptic"
     assert len(glob.glob(str(folder / "**" / "*.png"), recursive=True)) == 2
     assert glob.glob(str(folder / "*.json"))
+
+
+def test_large_networks_and_extra_teachers_must_share_the_task(tmp_path):
+    with pytest.raises(ValueError, match="MODEL.TASK 'panoptic' but the small student's"):
+        build_model(config("configs/synthetic/duda.yaml", "MODEL.DUDA.LARGE_NETWORK",
+                           "configs/networks/mit_b5_daformer_panoptic.yaml"))
+    with pytest.raises(ValueError, match="describes a 'panoptic' network"):
+        build_model(config("configs/synthetic/duda.yaml",
+                           "MODEL.DUDA.EXTRA_TEACHER_CONFIGS",
+                           ["configs/networks/mit_b0_segformer_panoptic.yaml"],
+                           "MODEL.DUDA.EXTRA_TEACHER_WEIGHTS", [str(tmp_path / "t.pth")],
+                           "MODEL.DUDA.EXTRA_TEACHER_LOSS_WEIGHTS", [0.5]))

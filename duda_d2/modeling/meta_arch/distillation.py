@@ -110,6 +110,10 @@ def build_extra_teachers(cfg) -> List[SegmentationNetwork]:
                                                    d.EXTRA_TEACHER_WEIGHTS)):
         key = f"MODEL.DUDA.EXTRA_TEACHER_CONFIGS[{i}]"
         sub = sub_network_config(cfg, config_file, ["MODEL.BACKBONE.WEIGHTS", ""], key)
+        if sub.MODEL.TASK != cfg.MODEL.TASK:
+            raise ValueError(f"{key}={config_file} describes a {sub.MODEL.TASK!r} network but "
+                             f"this run's MODEL.TASK is {cfg.MODEL.TASK!r}: an extra teacher "
+                             f"must predict what the students learn")
         network = build_segmentation_network(sub)
         load_network_weights(network, weights, f"MODEL.DUDA.EXTRA_TEACHER_WEIGHTS[{i}]")
         teachers.append(frozen_copy(network))
@@ -153,8 +157,8 @@ class SmallStudentDistillation(nn.Module):
                 task.class_map(pseudo), task.ignore_value, sum_counts=sum_across_processes)
         c = self.inconsistency.weights()
         c_mix = task.class_pixel_weights(c, mixed.targets)
-        loss_tgt = (1 - beta) * task.supervised_loss(
-            mix_outputs, mixed.targets.with_weight(mixed.targets.weight * c_mix))
+        loss_tgt = (1 - beta) * task.supervised_loss(mix_outputs, mixed.targets,
+                                                     class_weight=c_mix)
         kd = self.kd_loss(mix_outputs, target_outputs, mixed, pseudo, clean_target_teachers, c,
                           c_mix)
         stages.add({"loss_tgt_small": loss_tgt, "loss_kd": beta * kd})

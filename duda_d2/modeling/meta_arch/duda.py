@@ -37,6 +37,11 @@ from .self_training import debug_metadata
 
 __all__ = ["DUDA"]
 
+
+def _large_network_key(cfg) -> str:
+    """How a message names the large networks' config file."""
+    return f"MODEL.DUDA.LARGE_NETWORK={cfg.MODEL.DUDA.LARGE_NETWORK}"
+
 Outputs = Dict[str, torch.Tensor]
 
 
@@ -82,6 +87,11 @@ class DUDA(SegmentorBase):
         if large.MODEL.SEM_SEG_HEAD.NUM_CLASSES != cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES:
             raise ValueError("the large networks and the small student must predict the same "
                              "classes (MODEL.SEM_SEG_HEAD.NUM_CLASSES)")
+        if large.MODEL.TASK != cfg.MODEL.TASK:
+            raise ValueError(f"the large networks ({_large_network_key(cfg)}) are for MODEL.TASK "
+                             f"{large.MODEL.TASK!r} but the small student's config for "
+                             f"{cfg.MODEL.TASK!r}: use a network file of the same task (e.g. "
+                             f"configs/networks/mit_b5_daformer_panoptic.yaml for panoptic)")
         # FD regularises the large student: its backbone weights must be ImageNet's.
         check_feature_distance_reference(
             large, "MODEL.BACKBONE.WEIGHTS of the large networks (MODEL.DUDA.LARGE_NETWORK_OPTS)")

@@ -27,11 +27,19 @@ The UDA pieces, as ``docs/duda_method.md`` ("Panoptic extension") specifies:
   the thing pixels of the (pseudo-)labels.
 - **inference** (``postprocess``): ``get_panoptic_segmentation`` at each image's original
   size; the stuff-area threshold is scaled with the image area.
+
+Deliberate differences from Detectron2's Panoptic-DeepLab: crowd segments place no centre
+peak (see ``targets_from_panoptic``); offsets are rescaled when a prediction is resized to the
+original image. Known costs: targets are generated on the CPU inside the step (source, pseudo,
+mix: three generator calls per step, a device-to-host copy each), because the mixed label maps
+exist only there; the centre/offset losses divide by each process's own count of pixels with a
+target, as Panoptic-DeepLab does, so with several processes they are the mean of per-process
+means rather than the one-process value.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 from torch.nn import functional as F
@@ -99,6 +107,26 @@ class PanopticSettings:
                    stuff_area_reference=tuple(post.STUFF_AREA_REFERENCE_SIZE),
                    pseudo_center_threshold=post.PSEUDO_CENTER_THRESHOLD)
 
+    def __post_init__(self) -> None:
+        """Settings Detectron2's generator and post-processing would take silently wrong (or
+        fail on only at the first evaluation)."""
+        problems = []
+        if self.nms_kernel < 1 or self.nms_kernel % 2 == 0:
+            problems.append(f"MODEL.PANOPTIC_DEEPLAB.NMS_KERNEL={self.nms_kernel} must be an odd "
+                            f"positive integer (a centred max-pooling window)")
+        if self.sigma <= 0 or int(self.sigma) != self.sigma:
+            problems.append(f"INPUT.GAUSSIAN_SIGMA={self.sigma} must be a positive integer "
+                            f"(Panoptic-DeepLab's Gaussian is centred only for integer sigma)")
+        if self.small_instance_weight < 0 or int(self.small_instance_weight) != \
+                self.small_instance_weight:
+            problems.append(f"INPUT.SMALL_INSTANCE_WEIGHT={self.small_instance_weight} must be a "
+                            f"non-negative integer (the target generator stores it as uint8)")
+        if len(tuple(self.stuff_area_reference)) != 2:
+            problems.append(f"MODEL.PANOPTIC_DEEPLAB.STUFF_AREA_REFERENCE_SIZE="
+                            f"{tuple(self.stuff_area_reference)} must be (height, width)")
+        if problems:
+            raise ValueError("; ".join(problems))
+
     def stuff_area_at(self, height: int, width: int) -> int:
         """The stuff-area threshold scaled to an image of (height, width)."""
         ref_h, ref_w = self.stuff_area_reference
@@ -114,6 +142,9 @@ class PanopticTask:
 
     def __init__(self, *, num_classes: int, ignore_value: int = 255,
                  settings: PanopticSettings):
+        if not 0 <= ignore_value <= 255:
+            raise ValueError(f"MODEL.SEM_SEG_HEAD.IGNORE_VALUE={ignore_value}: the panoptic target "
+                             f"generator stores classes as uint8, use a value in 0..255")
         self.semantic = SemanticTask(num_classes=num_classes, ignore_value=ignore_value)
         self.num_classes, self.ignore_value = num_classes, ignore_value
         self.settings = settings
@@ -128,14 +159,19 @@ class PanopticTask:
     # ------------------------------------------------------------------ targets
     def targets_from_panoptic(self, panoptic: torch.Tensor, weight=None) -> DenseTargets:
         """Panoptic-DeepLab's targets (semantic labels and weights, centre heat-map, offsets
-        and their masks) of (N, H, W) label maps, made by its own target generator."""
+        and their masks) of (N, H, W) label maps, made by its own target generator from the
+        non-crowd segments; crowd pixels keep their class and get no centre or offset target
+        (and, unlike Detectron2's generator, place no centre peak at their centre of mass)."""
         s = self.settings
         parts = {SEM_SEG: [], CENTER: [], CENTER_WEIGHT: [], OFFSET: [], OFFSET_WEIGHT: [],
                  SEMANTIC_WEIGHT: []}
         for label_map in panoptic.cpu():
-            t = self.target_generator(
-                label_map.numpy(), segments_of(label_map, s.thing_ids, s.label_divisor,
-                                               self.ignore_value))
+            # Crowd segments are left out: Detectron2's generator would draw a Gaussian at a
+            # crowd region's centre of mass (masked only on the region itself), a false centre
+            # on whatever lies there -- and every dropped pseudo instance is crowd.
+            segments = [g for g in segments_of(label_map, s.thing_ids, s.label_divisor,
+                                               self.ignore_value) if not g["iscrowd"]]
+            t = self.target_generator(label_map.numpy(), segments)
             parts[SEM_SEG].append(t["sem_seg"])
             parts[CENTER].append(t["center"])
             parts[CENTER_WEIGHT].append(t["center_weights"][0])
@@ -143,6 +179,10 @@ class PanopticTask:
             parts[OFFSET_WEIGHT].append(t["offset_weights"][0])
             parts[SEMANTIC_WEIGHT].append(t["sem_seg_weights"])
         maps = {k: torch.stack(v).to(panoptic.device) for k, v in parts.items()}
+        if not s.ignore_crowd_in_semantic:  # crowd pixels keep their class (weight 1)
+            classes, instances = panoptic // s.label_divisor, panoptic % s.label_divisor
+            crowd = thing_mask(classes, s.thing_ids) & (instances == 0)
+            maps[SEM_SEG] = torch.where(crowd, classes, maps[SEM_SEG])
         maps[PAN_SEG] = panoptic
         return DenseTargets(maps, weight)
 
@@ -178,10 +218,15 @@ class PanopticTask:
         return thing_mask(self.class_map(targets), self.settings.thing_ids)
 
     # ------------------------------------------------------------------ losses
-    def supervised_loss(self, outputs: Outputs, targets: DenseTargets) -> torch.Tensor:
-        """``CE_w(z) + λ_c MSE_w(h) + λ_o L1_w(o)``, ``w`` the targets' pixel weight."""
+    def supervised_loss(self, outputs: Outputs, targets: DenseTargets,
+                        class_weight: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``CE_{w·c}(z) + λ_c MSE_w(h) + λ_o L1_w(o)``, ``w`` the targets' pixel weight and
+        ``c`` per-pixel class weights (the inconsistency weights), which act on the semantic
+        term only."""
         s, maps, w = self.settings, targets.maps, targets.weight
         semantic_weight = maps[SEMANTIC_WEIGHT] if w is None else maps[SEMANTIC_WEIGHT] * w
+        if class_weight is not None:
+            semantic_weight = semantic_weight * class_weight
         ce = self.semantic.supervised_loss(outputs, targets.with_weight(semantic_weight))
         centre = center_loss(outputs[CENTER], maps[CENTER], maps[CENTER_WEIGHT], w)
         offsets = offset_loss(outputs[OFFSET], maps[OFFSET], maps[OFFSET_WEIGHT], w)

@@ -12,7 +12,7 @@ bottom-up panoptic: semantic logits + instance centres + offsets) implements the
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -81,9 +81,14 @@ class SemanticTask:
         return label_weights(class_weights, self.class_map(targets), self.ignore_value)
 
     # ------------------------------------------------------------------ losses
-    def supervised_loss(self, outputs: Outputs, targets: DenseTargets) -> torch.Tensor:
-        """Cross-entropy, pixel-weighted by ``targets.weight``, mean over all pixels."""
-        return weighted_cross_entropy(outputs[SEM_SEG], targets.maps[SEM_SEG], targets.weight,
+    def supervised_loss(self, outputs: Outputs, targets: DenseTargets,
+                        class_weight: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Cross-entropy, pixel-weighted by ``targets.weight`` (times per-pixel class weights
+        ``class_weight``, e.g. the inconsistency weights), mean over all pixels."""
+        weight = targets.weight
+        if class_weight is not None:
+            weight = class_weight if weight is None else weight * class_weight
+        return weighted_cross_entropy(outputs[SEM_SEG], targets.maps[SEM_SEG], weight,
                                       self.ignore_value)
 
     def distillation_loss(self, teacher: Outputs, student: Outputs, targets: DenseTargets,
