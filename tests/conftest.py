@@ -8,7 +8,7 @@ warnings.filterwarnings("ignore", category=FutureWarning, module="torch.jit")
 
 import pytest
 
-from helpers import load_dataset_script  # noqa: E402
+from helpers import dataset_root, load_dataset_script  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -17,10 +17,5 @@ def synthetic_root(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("datasets"))
     load_dataset_script("prepare_synthetic").prepare_synthetic(
         root, num_source=8, num_target=8, num_val=4, nproc=1)
-    old = os.environ.get("DETECTRON2_DATASETS")
-    os.environ["DETECTRON2_DATASETS"] = root
-    yield root
-    if old is None:
-        del os.environ["DETECTRON2_DATASETS"]
-    else:
-        os.environ["DETECTRON2_DATASETS"] = old
+    with dataset_root(root):
+        yield root

@@ -1,6 +1,7 @@
 """Small builders shared by the tests (configs, tiny models)."""
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import sys
@@ -25,3 +26,17 @@ def load_dataset_script(name: str):
         sys.modules[name] = module
         spec.loader.exec_module(module)
     return sys.modules[name]
+
+
+@contextlib.contextmanager
+def dataset_root(root: str):
+    """``$DETECTRON2_DATASETS`` set to ``root`` for the duration, restored afterwards."""
+    old = os.environ.get("DETECTRON2_DATASETS")
+    os.environ["DETECTRON2_DATASETS"] = root
+    try:
+        yield root
+    finally:
+        if old is None:
+            del os.environ["DETECTRON2_DATASETS"]
+        else:
+            os.environ["DETECTRON2_DATASETS"] = old

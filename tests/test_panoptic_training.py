@@ -12,7 +12,7 @@ from detectron2.utils.env import seed_all_rng
 from detectron2.utils.events import EventStorage
 
 from duda_d2.engine import UDATrainer
-from helpers import config, load_dataset_script
+from helpers import config, dataset_root, load_dataset_script
 from test_self_training import _Crash, start_iteration
 
 CONFIG = "configs/synthetic_panoptic/duda.yaml"
@@ -38,13 +38,8 @@ def panoptic_root(tmp_path_factory):
     load_dataset_script("prepare_synthetic").prepare_synthetic(
         root, nproc=1, progress=False, panoptic=True, num_source=4, num_target=4, num_val=2,
         height=48, width=64)
-    old = os.environ.get("DETECTRON2_DATASETS")
-    os.environ["DETECTRON2_DATASETS"] = root
-    yield root
-    if old is None:
-        del os.environ["DETECTRON2_DATASETS"]
-    else:
-        os.environ["DETECTRON2_DATASETS"] = old
+    with dataset_root(root):
+        yield root
 
 
 def _batch(n, labelled=True, size=32):
