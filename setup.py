@@ -1,7 +1,7 @@
 """duda_d2: a Detectron2 plugin for Distilled Unsupervised Domain Adaptation (DUDA).
 
 ``make`` installs the pinned releases of requirements.txt (and requirements-dev.txt); in your
-own environment ``pip install -e .`` (or ``.[dev]``, ``.[interchange]``) installs these ranges,
+own environment ``pip install -e .`` (or ``.[dev]``) installs these ranges,
 then ``python tools/install_detectron2.py`` installs Detectron2 and panopticapi (README:
 Detectron2 installation). tests/test_packaging.py checks that every third-party module
 imported under duda_d2/, tools/ and datasets/ is listed here, and that requirements*.txt
@@ -25,6 +25,16 @@ INSTALL_REQUIRES = [
     "tqdm",
     "tabulate",  # tools' tables
     "matplotlib",  # tools' plots and prediction pictures
+    # Deployment (tools/export_student.py, tools/benchmark_deploy.py): the ONNX export goes
+    # through torch.export and onnxscript (torch.onnx's dynamo exporter), runs and is
+    # quantised to int8 with ONNX Runtime; opset 18 needs onnxruntime >= 1.16.
+    "onnx>=1.16",
+    "onnxscript>=0.1",
+    "onnxruntime>=1.17",
+    # Model interchange (tools/convert_model.py, tools/convert_pretrained.py): Hugging Face
+    # SegFormer checkpoints (config.json + .safetensors / .bin) in and out.
+    "transformers>=4.40",
+    "safetensors>=0.4",
     # Detectron2 itself is not listed: it is not published on PyPI under its own name; nor is
     # panopticapi (imported by Detectron2's panoptic code and our panoptic evaluator): the
     # official one is not on PyPI and PyPI's panopticapi-lite pins numpy<2, so
@@ -47,8 +57,6 @@ INSTALL_REQUIRES = [
 # there is no "prep" group.
 EXTRAS_REQUIRE = {
     "dev": ["pytest", "pytest-timeout"],  # the test suite (requirements-dev.txt)
-    # Reading HuggingFace .safetensors weights (tools/convert_pretrained.py).
-    "interchange": ["safetensors"],
 }
 
 setup(

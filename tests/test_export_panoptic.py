@@ -18,6 +18,8 @@ from detectron2.modeling import build_model
 
 from duda_d2 import load_config
 from duda_d2.data.datasets.cityscapes_classes import STUFF_CLASSES, STUFF_COLORS
+from duda_d2.deploy.onnx_export import read_onnx_metadata
+from duda_d2.deploy.onnx_runtime import OnnxSegmenter
 from duda_d2.engine import AtomicCheckpointer
 from duda_d2.modeling.inference import whole_inference
 from duda_d2.modeling.tasks import PanopticTask
@@ -101,10 +103,12 @@ def export(weights, output, **kw):
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    """(model, export paths) of a tiny panoptic network exported with TorchScript at 32x64."""
+    """(model, export paths) of a tiny panoptic network exported to ONNX and TorchScript (at
+    32x64)."""
     folder = tmp_path_factory.mktemp("panoptic_export")
     model, weights = trained_panoptic(folder)
-    return model, export(weights, folder / "export", size=(32, 64))
+    return model, export(weights, folder / "export", size=(32, 64),
+                         fmt=("onnx", "torchscript"))
 
 
 def image(seed, size=(32, 64)):
@@ -115,7 +119,7 @@ def image(seed, size=(32, 64)):
 def test_the_export_carries_the_post_processing_settings_and_metadata(exported):
     _, paths = exported
     assert sorted(os.listdir(os.path.dirname(paths["weights"]))) == [
-        "student.pth", "student.ts", "student.yaml"]
+        "student.onnx", "student.pth", "student.ts", "student.yaml"]
     info = torch.load(paths["weights"], map_location="cpu", weights_only=False)["panoptic"]
     s = info["settings"]
     assert s["thing_ids"] == [11, 12, 13, 14, 15, 16, 17, 18] and s["label_divisor"] == 1000
@@ -130,6 +134,10 @@ def test_the_export_carries_the_post_processing_settings_and_metadata(exported):
     ts_info = export_student.read_torchscript_panoptic_info(paths["torchscript"])
     assert ts_info["settings"] == s
     assert ts_info["metadata"] == export_student.normalise_panoptic_info(info)["metadata"]
+    # So does the ONNX file's metadata.
+    onnx_info = export_student.normalise_panoptic_info(
+        read_onnx_metadata(paths["onnx"])["panoptic"])
+    assert onnx_info["settings"] == s and onnx_info["metadata"] == ts_info["metadata"]
     # The config keeps the task and the same numbers for Detectron2's tools.
     cfg = load_config(paths["config"])
     assert cfg.MODEL.TASK == "panoptic" and cfg.MODEL.INS_EMBED_HEAD.NAME == "LightInsEmbedHead"
@@ -179,6 +187,24 @@ def test_torchscript_returns_the_three_named_maps_equal_to_pytorch(exported):
     info = export_student.read_torchscript_panoptic_info(paths["torchscript"])
     task = PanopticTask(num_classes=19, settings=export_student.panoptic_settings(info))
     pan = task.postprocess({k: v[0] for k, v in got.items()}, (32, 64), 32, 64)["panoptic_seg"]
+    assert torch.equal(pan[0], expected)
+
+
+def test_onnx_runtime_gives_the_three_maps_and_the_same_panoptic_ids(exported):
+    model, paths = exported
+    segmenter = OnnxSegmenter(paths["onnx"])
+    assert segmenter.output_names == ["sem_seg", "center", "offset"]
+    x = image(5, size=(64, 96))  # not the TorchScript trace's size; no padding in the model
+    with torch.no_grad():
+        normalised = (x.float() - model.pixel_mean) / model.pixel_std
+        want = whole_inference(model.network, normalised[None])
+        expected = model([{"image": x}])[0]["panoptic_seg"][0]
+    got = {k: torch.from_numpy(v) for k, v in segmenter(x[None].numpy()).items()}
+    for name in ("sem_seg", "center", "offset"):
+        torch.testing.assert_close(got[name], want[name], atol=1e-4, rtol=1e-4)
+    info = export_student.normalise_panoptic_info(segmenter.metadata["panoptic"])
+    task = PanopticTask(num_classes=19, settings=export_student.panoptic_settings(info))
+    pan = task.postprocess({k: v[0] for k, v in got.items()}, (64, 96), 64, 96)["panoptic_seg"]
     assert torch.equal(pan[0], expected)
 
 

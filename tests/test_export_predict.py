@@ -31,7 +31,7 @@ def _trained_duda(tmp_path):
 def test_exported_student_loads_as_a_plain_segmentor_and_as_torchscript(tmp_path):
     duda, weights = _trained_duda(tmp_path)
     paths = export_student.export(os.path.join(REPO, CONFIG), weights, str(tmp_path / "export"),
-                                  size=(32, 64), opts=TINY)
+                                  size=(32, 64), opts=TINY, fmt="torchscript")
     plain_cfg = load_config(paths["config"])
     assert plain_cfg.MODEL.META_ARCHITECTURE == "UDASegmentor"
     plain = build_model(plain_cfg).eval()

@@ -3,14 +3,26 @@
 
     python tools/export_student.py --config-file configs/gta2cs/duda.yaml \
         --weights output/duda_gta2cs/model_final.pth --output-dir export/ \
-        [--network small_student|large_student|teacher] [--height 512 --width 1024] \
-        [--format torchscript|none]
+        [--network small_student|large_student|teacher] [--format onnx torchscript|none] \
+        [--int8 [--calibration-dataset NAME] [--calibration-images 300]]
 
 Writes ``student.pth`` (the network alone, as a ``UDASegmentor`` checkpoint) and
 ``student.yaml`` (a plain Detectron2 config of that ``UDASegmentor`` pointing at it), which
-``tools/train_net.py --eval-only`` and ``tools/predict.py`` load like any model, and
-``student.ts`` (TorchScript traced at ``--height`` x ``--width``: uint8 RGB (N, 3, H, W) of
-that size in, logits at the input size out -- trace at the size the device will feed).
+``tools/train_net.py --eval-only`` and ``tools/predict.py`` load like any model, and the
+deployment files:
+
+- ``student.onnx`` (default; ``duda_d2.deploy.onnx_export``): exported through
+  ``torch.export`` at opset 18 with a symbolic height and width, so one file serves every image
+  size. Input ``image``: uint8 RGB (N, 3, H, W); output ``sem_seg``: float logits (N, C, H, W)
+  at the input size. Normalisation and upsampling are inside. Its metadata
+  (``metadata_props["duda_d2"]``, JSON) holds the class names and colours, the pixel
+  statistics and the output names. Run it with ONNX Runtime (README, "Deploy").
+- ``student_int8.onnx`` (``--int8``): ONNX Runtime's static int8 quantisation (QDQ, per-channel
+  weights), calibrated on ``--calibration-images`` images of ``--calibration-dataset`` (default:
+  the config's target training set; only images are read, no labels).
+- ``student.ts`` (``--format torchscript``): a TorchScript trace at ``--height`` x ``--width``,
+  for libtorch users. TorchScript is deprecated in PyTorch 2 and a trace fixes the image size,
+  which is why ONNX replaced it as the default.
 
 A panoptic network (``MODEL.TASK panoptic``) is exported with everything its post-processing
 needs, so that a reloaded export gives the same panoptic segmentation without the training
@@ -23,9 +35,10 @@ data set being registered:
   ``stuff_dataset_id_to_contiguous_id``, ``label_divisor``, ``ignore_label``) and ``outputs``.
   ``tools/predict.py`` (and a re-export) registers that metadata before building the model;
   ``student.yaml`` carries the same numbers as ``MODEL.PANOPTIC_DEEPLAB`` / ``INPUT`` keys.
-- ``student.ts`` returns a dict of three named maps at the input size, ``sem_seg`` (N, C, H, W)
-  logits, ``center`` (N, 1, H, W) heat-map and ``offset`` (N, 2, H, W) ``(dy, dx)`` in input
-  pixels, and carries the same ``panoptic`` entry as the extra file ``panoptic.json``
+- ``student.onnx`` has three outputs and ``student.ts`` returns a dict of three maps, all at
+  the input size: ``sem_seg`` (N, C, H, W) logits, ``center`` (N, 1, H, W) heat-map and
+  ``offset`` (N, 2, H, W) ``(dy, dx)`` in input pixels. Both carry the same ``panoptic`` entry:
+  the ONNX file in its metadata, the TorchScript file as the extra file ``panoptic.json``
   (``torch.jit.load(path, _extra_files={"panoptic.json": ""})``). In Python,
   ``PanopticTask(num_classes=C, settings=panoptic_settings(info)).postprocess(maps_of_one_image,
   (H, W), H, W)["panoptic_seg"][0]`` turns them into the panoptic ids the model gives
@@ -38,19 +51,24 @@ import dataclasses
 import json
 import os
 import sys
-from typing import Dict, Optional
+from typing import Optional, Tuple
 
 import torch
-from torch import nn
 
-from detectron2.data import MetadataCatalog
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from tqdm import tqdm
 from detectron2.modeling import build_model
 
 from duda_d2 import load_config
 from duda_d2.engine import AtomicCheckpointer
+from duda_d2.deploy.deployable import (  # noqa: F401  (re-exported for the tools' users)
+    PANOPTIC_OUTPUTS, DeployablePanopticSegmenter, DeployableSegmenter, deployable_network,
+    output_names)
+from duda_d2.deploy.onnx_export import export_onnx
+from duda_d2.deploy.quantize import CALIBRATION_METHODS, QuantisationSettings, quantize_int8
+from duda_d2.deploy.quantize import calibration_images as target_calibration_images
 from duda_d2.modeling.network import checkpoint_contents, read_checkpoint_keys, sub_network_config
 from duda_d2.modeling.tasks import PanopticSettings, PanopticTask, panoptic_dataset_name
-from duda_d2.uda.losses import upsample_logits
 from duda_d2.utils.atomic_files import atomic_write_bytes
 from duda_d2.utils.user_errors import UserError, exit_on_user_error
 
@@ -58,8 +76,6 @@ NETWORKS = ("small_student", "large_student", "teacher")
 # The networks each meta-architecture has (``small_student``: its student).
 HELD_NETWORKS = {"DUDA": NETWORKS, "SelfTrainingUDA": ("small_student", "teacher"),
                  "UDASegmentor": ("small_student",)}
-# A panoptic network's maps, in this order; the TorchScript export returns them by name.
-PANOPTIC_OUTPUTS = ("sem_seg", "center", "offset")
 # What a panoptic export keeps of its data set's metadata (what post-processing, drawing and
 # writing COCO-style panoptic files need; paths of the training machine are left out).
 PANOPTIC_METADATA_KEYS = ("stuff_classes", "stuff_colors", "thing_classes", "thing_colors",
@@ -69,32 +85,6 @@ PANOPTIC_METADATA_KEYS = ("stuff_classes", "stuff_colors", "thing_classes", "thi
 PANOPTIC_KEY, TORCHSCRIPT_PANOPTIC_FILE = "panoptic", "panoptic.json"
 # The metadata name a panoptic export's metadata is registered under when its model is built.
 EXPORTED_PANOPTIC_DATASET = "__duda_exported_panoptic__"
-
-
-class DeployableSegmenter(nn.Module):
-    """Pixel normalisation + network + upsampling: what a deployed model runs."""
-
-    def __init__(self, network: nn.Module, pixel_mean, pixel_std):
-        super().__init__()
-        self.network = network
-        self.register_buffer("pixel_mean", torch.as_tensor(pixel_mean).view(1, -1, 1, 1))
-        self.register_buffer("pixel_std", torch.as_tensor(pixel_std).view(1, -1, 1, 1))
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = (images.float() - self.pixel_mean) / self.pixel_std
-        return upsample_logits(self.network(x)["sem_seg"], images.shape[-2:])
-
-
-class DeployablePanopticSegmenter(DeployableSegmenter):
-    """A panoptic network's three maps at the input size, by name (``PANOPTIC_OUTPUTS``):
-    semantic logits, centre heat-map, offsets ``(dy, dx)`` in input pixels (bilinear resizing
-    alone keeps them right: the network gives them in input pixels already)."""
-
-    def forward(self, images: torch.Tensor) -> Dict[str, torch.Tensor]:
-        x = (images.float() - self.pixel_mean) / self.pixel_std
-        maps = self.network(x)
-        return {name: upsample_logits(maps[name], images.shape[-2:])
-                for name in PANOPTIC_OUTPUTS}
 
 
 # ---------------------------------------------------------------------- panoptic settings
@@ -195,11 +185,62 @@ def network_config(cfg, network: str):
     return out
 
 
+FORMATS = ("onnx", "torchscript", "none")
+# Target-domain training images the int8 ranges are calibrated on, by default.
+CALIBRATION_IMAGES = 300
+
+
+def class_metadata(cfg) -> dict:
+    """The class names and colours of the config's first test set, if it is registered."""
+    names = list(cfg.DATASETS.TEST) or list(cfg.DATASETS.TARGET_TRAIN)
+    if not names or names[0] not in MetadataCatalog.list():
+        return {}
+    meta = MetadataCatalog.get(names[0])
+    out = {}
+    if meta.get("stuff_classes", None):
+        out["classes"] = list(meta.stuff_classes)
+    if meta.get("stuff_colors", None):
+        out["colors"] = [list(c) for c in meta.stuff_colors]
+    return out
+
+
+def parse_formats(fmt) -> Tuple[str, ...]:
+    """``fmt`` (a name or a list of names from ``FORMATS``) as a tuple; ``none`` alone means
+    the checkpoint and config only."""
+    formats = (fmt,) if isinstance(fmt, str) else tuple(fmt)
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        raise UserError(f"--format {' '.join(formats)}: unknown format(s) {unknown}; use "
+                        f"one or more of {', '.join(FORMATS[:-1])}, or none")
+    return tuple(f for f in formats if f != "none")
+
+
 def export(config_file: str, weights: str, output_dir: str, network: str = "small_student",
-           size=(512, 1024), fmt: str = "torchscript", opts=()) -> dict:
-    """Write student.pth / student.yaml (/ student.ts); returns their paths."""
+           size=(512, 1024), fmt="onnx", opts=(), int8: bool = False,
+           calibration_dataset: str = "", calibration_images: int = CALIBRATION_IMAGES,
+           calibration_method: str = "minmax") -> dict:
+    """Write student.pth / student.yaml (+ student.onnx, student_int8.onnx, student.ts as
+    ``fmt`` and ``int8`` ask); returns their paths."""
+    formats = parse_formats(fmt)
+    if int8 and "onnx" not in formats:
+        formats = ("onnx",) + formats
+    settings = QuantisationSettings(method=calibration_method) if int8 else None
+    if int8 and calibration_images < 1:
+        raise UserError(f"--calibration-images {calibration_images}: give at least 1 "
+                        f"(a few hundred target-domain images)")
     cfg = load_config(config_file, list(opts) + ["MODEL.DEVICE", "cpu",
                                                  "MODEL.BACKBONE.WEIGHTS", ""])
+    if int8:
+        calibration_dataset = calibration_dataset or next(iter(cfg.DATASETS.TARGET_TRAIN), "")
+        if not calibration_dataset:
+            raise UserError(f"--int8 needs target-domain images to calibrate on: "
+                            f"{config_file} names no DATASETS.TARGET_TRAIN; pass "
+                            f"--calibration-dataset NAME (a registered data set; only its "
+                            f"images are read)")
+        if calibration_dataset not in DatasetCatalog.list():
+            raise UserError(f"--calibration-dataset '{calibration_dataset}' is not a "
+                            f"registered data set (e.g. synthetic_uda_target_train, "
+                            f"cityscapes_fine_sem_seg_train)")
     if cfg.MODEL.META_ARCHITECTURE == "DUDA":
         cfg.MODEL.DUDA.LARGE_NETWORK_OPTS = list(cfg.MODEL.DUDA.LARGE_NETWORK_OPTS) + [
             "MODEL.BACKBONE.WEIGHTS", ""]
@@ -239,19 +280,44 @@ def export(config_file: str, weights: str, output_dir: str, network: str = "smal
     out_cfg = network_config(cfg, network)
     out_cfg.MODEL.WEIGHTS = os.path.abspath(paths["weights"])
     atomic_write_bytes(paths["config"], lambda f: f.write(out_cfg.dump().encode()))
-    if fmt == "torchscript":
-        panoptic = PANOPTIC_KEY in contents
-        kind = DeployablePanopticSegmenter if panoptic else DeployableSegmenter
-        deployable = kind(chosen, cfg.MODEL.PIXEL_MEAN, cfg.MODEL.PIXEL_STD).eval()
-        example = torch.randint(0, 256, (1, 3, *size), dtype=torch.uint8)
-        with torch.no_grad():  # strict=False: a dict of named maps is the panoptic output
-            traced = torch.jit.trace(deployable, example, check_trace=False, strict=not panoptic)
-        extra = ({TORCHSCRIPT_PANOPTIC_FILE: json.dumps(contents[PANOPTIC_KEY])} if panoptic
-                 else {})
+    panoptic = PANOPTIC_KEY in contents
+    deployable = deployable_network(chosen, cfg.MODEL.PIXEL_MEAN, cfg.MODEL.PIXEL_STD, panoptic)
+    example = torch.randint(0, 256, (1, 3, *size), dtype=torch.uint8)
+    if "torchscript" in formats:
         paths["torchscript"] = os.path.join(output_dir, "student.ts")
-        atomic_write_bytes(paths["torchscript"],
-                           lambda f: torch.jit.save(traced, f, _extra_files=extra))
+        write_torchscript(deployable, example, paths["torchscript"],
+                          contents.get(PANOPTIC_KEY))
+    if "onnx" in formats:
+        metadata = {"network": network, "config": os.path.basename(config_file),
+                    "pixel_mean": list(cfg.MODEL.PIXEL_MEAN),
+                    "pixel_std": list(cfg.MODEL.PIXEL_STD), **class_metadata(build_cfg)}
+        if panoptic:
+            metadata[PANOPTIC_KEY] = contents[PANOPTIC_KEY]
+        paths["onnx"] = os.path.join(output_dir, "student.onnx")
+        export_onnx(deployable, paths["onnx"], output_names(panoptic), metadata,
+                    static_size=size)
+    if int8:
+        paths["onnx_int8"] = os.path.join(output_dir, "student_int8.onnx")
+        images = target_calibration_images(cfg, calibration_dataset, calibration_images)
+        report = quantize_int8(paths["onnx"], paths["onnx_int8"],
+                               tqdm(images, total=calibration_images, unit="image",
+                                    desc=f"int8 calibration on {calibration_dataset}"),
+                               settings)
+        print(f"int8: calibrated on {report['calibration_images']} images of "
+              f"{calibration_dataset} ({settings.method})")
     return paths
+
+
+def write_torchscript(deployable, example: torch.Tensor, path: str,
+                      panoptic_info: Optional[dict]) -> None:
+    """The TorchScript trace of ``deployable`` at ``example``'s size (a panoptic network
+    carries its ``panoptic.json``). Kept for libtorch (C++) users: TorchScript is deprecated in
+    PyTorch 2 and the trace fixes the image size, so ONNX is the default format."""
+    with torch.no_grad():  # strict=False: a dict of named maps is the panoptic output
+        traced = torch.jit.trace(deployable, example, check_trace=False,
+                                 strict=panoptic_info is None)
+    extra = {TORCHSCRIPT_PANOPTIC_FILE: json.dumps(panoptic_info)} if panoptic_info else {}
+    atomic_write_bytes(path, lambda f: torch.jit.save(traced, f, _extra_files=extra))
 
 
 def main(argv=None) -> int:
@@ -262,7 +328,19 @@ def main(argv=None) -> int:
     parser.add_argument("--network", choices=NETWORKS, default="small_student")
     parser.add_argument("--height", type=int, default=512)
     parser.add_argument("--width", type=int, default=1024)
-    parser.add_argument("--format", choices=["torchscript", "none"], default="torchscript")
+    parser.add_argument("--format", nargs="+", choices=FORMATS, default=["onnx"],
+                        help="deployment files besides student.pth/.yaml: onnx (student.onnx, "
+                             "any image size), torchscript (student.ts, traced at "
+                             "--height x --width), or none")
+    parser.add_argument("--int8", action="store_true",
+                        help="also write student_int8.onnx, quantised with ONNX Runtime "
+                             "(static, calibrated on target-domain training images)")
+    parser.add_argument("--calibration-dataset", default="",
+                        help="registered data set whose images calibrate the int8 ranges "
+                             "(default: the config's first DATASETS.TARGET_TRAIN; labels are "
+                             "not read)")
+    parser.add_argument("--calibration-images", type=int, default=CALIBRATION_IMAGES)
+    parser.add_argument("--calibration-method", choices=CALIBRATION_METHODS, default="minmax")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     parser.add_argument("--debug", action="store_true",
                         help="show the traceback of errors a user can fix (also DUDA_DEBUG=1)")
@@ -270,7 +348,9 @@ def main(argv=None) -> int:
     try:
         paths = exit_on_user_error(lambda: export(
             args.config_file, args.weights, args.output_dir, args.network,
-            (args.height, args.width), args.format, args.opts), debug=args.debug)
+            (args.height, args.width), args.format, args.opts, args.int8,
+            args.calibration_dataset, args.calibration_images, args.calibration_method),
+            debug=args.debug)
     except SystemExit as error:  # the message is printed
         return error.code
     for kind, path in paths.items():
