@@ -18,7 +18,7 @@ from duda_d2 import load_config
 from duda_d2.data.build import build_sem_seg_test_loader
 from duda_d2.deploy.onnx_export import read_onnx_metadata
 from duda_d2.deploy.onnx_runtime import OnnxSegmenter, OnnxSegmentorModel
-from duda_d2.deploy.quantize import calibration_images
+from duda_d2.deploy.quantize import attention_nodes, calibration_images
 from duda_d2.engine import AtomicCheckpointer
 from duda_d2.evaluation import UDASemSegEvaluator
 from helpers import REPO
@@ -110,6 +110,20 @@ def test_int8_model_is_quantised_calibrated_on_target_train_and_close_to_fp32(ex
     meta = read_onnx_metadata(paths["onnx_int8"])
     assert meta["quantisation"]["calibration_images"] == 6
     assert meta["quantisation"]["method"] == "minmax" and meta["outputs"] == ["sem_seg"]
+    # Attention stays in float: its Softmax and activation x activation MatMuls read no
+    # dequantised tensor (quantising them was slower than fp32 on the CPU).
+    # (a quantised node's output is re-quantised: it feeds a QuantizeLinear)
+    quantised_outputs = {i for n in proto.graph.node if n.op_type == "QuantizeLinear"
+                         for i in n.input[:1]}
+    float_out = [n for n in proto.graph.node if n.op_type in ("MatMul", "Softmax")
+                 and not set(n.output) & quantised_outputs]
+    assert sum(n.op_type == "Softmax" for n in float_out) == 8  # one per MiT block
+    assert sum(n.op_type == "MatMul" for n in float_out) == 16  # two per block
+    assert meta["quantisation"]["float_nodes"] == 24
+    assert len(attention_nodes(onnx.load(paths["onnx"]))) == 24  # the float graph's
+    assert sum(n.op_type == "MatMul" and not set(n.output) & quantised_outputs
+               for n in proto.graph.node) < sum(n.op_type == "MatMul"
+                                                for n in proto.graph.node)
     assert os.path.getsize(paths["onnx_int8"]) < 0.5 * os.path.getsize(paths["onnx"])
     fp32, int8 = OnnxSegmenter(paths["onnx"]), OnnxSegmenter(paths["onnx_int8"])
     for image in val_images():
