@@ -157,6 +157,11 @@ def add_distillation_config(cfg: CN) -> CN:
     # MODEL.BACKBONE.WEIGHTS). Relative paths: to the working directory, else the repository.
     cfg.MODEL.DUDA.LARGE_NETWORK = "configs/networks/mit_b5_daformer.yaml"
     cfg.MODEL.DUDA.LARGE_NETWORK_OPTS = []
+    # A trained large network the large student and its EMA teacher start from (a
+    # tools/convert_model.py or tools/export_student.py file, e.g. a released DAFormer model
+    # converted by `convert_model.py from-mmseg`); "" = from MODEL.BACKBONE.WEIGHTS (ImageNet)
+    # as usual. FD's ImageNet reference stays the large networks' MODEL.BACKBONE.WEIGHTS.
+    cfg.MODEL.DUDA.LARGE_NETWORK_WEIGHTS = ""
     # Gradual distillation beta(t): 0 for PRE_ADAPTATION_ITERS, then up to BETA_MAX over
     # RAMP_ITERS ("linear", "cosine", or "constant" = a step). -1 = a quarter of MAX_ITER.
     cfg.MODEL.DUDA.PRE_ADAPTATION_ITERS = -1

@@ -27,6 +27,7 @@ __all__ = [
     "ConversionReport",
     "convert_state_dict",
     "detect_format",
+    "huggingface_target",
     "infer_variant",
     "load_state_dict_file",
     "target_shapes",
@@ -197,6 +198,13 @@ def _map_huggingface(key: str) -> Tuple[Optional[_Target], str]:
     if m:
         return (f"norm{int(m.group(1)) + 1}.{m.group(2)}", None), ""
     return None, ""
+
+
+def huggingface_target(key: str) -> Optional[_Target]:
+    """(backbone key, part) that the HuggingFace MiT key ``key`` (with or without ``segformer.``)
+    maps to -- part None for the whole tensor, 0/1 for the key/value half of ``attn.kv`` -- or
+    None for a dropped or unknown key. Exporters use it to invert the mapping."""
+    return _map_huggingface(key)[0]
 
 
 def target_shapes(variant: str) -> Dict[str, Tuple[int, ...]]:

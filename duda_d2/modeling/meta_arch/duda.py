@@ -26,7 +26,8 @@ from detectron2.utils.events import get_event_storage
 
 from ...uda.teacher import teacher_mode
 from ..debug_panels import put_debug_panels
-from ..network import SegmentationNetwork, build_segmentation_network, sub_network_config
+from ..network import (SegmentationNetwork, build_segmentation_network, load_network_weights,
+                       sub_network_config)
 from ..tasks import DenseTargets
 from .checkpoint_keys import key_renamer
 from .distillation import DistillationSettings, SmallStudentDistillation, build_extra_teachers
@@ -54,7 +55,9 @@ class DUDA(SegmentorBase):
                  large_student: SegmentationNetwork, settings: SelfTrainingSettings,
                  distillation: DistillationSettings,
                  extra_teachers: Sequence[SegmentationNetwork] = (), debug_metadata=None,
-                 **kwargs):
+                 large_network_weights: str = "", **kwargs):
+        """``large_network_weights``: a trained large network (``MODEL.DUDA.
+        LARGE_NETWORK_WEIGHTS``) both the large student and the EMA teacher start from."""
         super().__init__(**kwargs)
         if len(distillation.extra_teacher_weights) != len(extra_teachers):
             raise ValueError("one loss weight per extra teacher is needed")
@@ -64,6 +67,11 @@ class DUDA(SegmentorBase):
                                           passes=self.passes)
         self.distillation = SmallStudentDistillation(task=self.task, settings=distillation,
                                                      passes=self.passes)
+        if large_network_weights:
+            # After the pair is built: FD's ImageNet reference stays the ImageNet encoder.
+            load_network_weights(self.large_pair.student, large_network_weights,
+                                 "MODEL.DUDA.LARGE_NETWORK_WEIGHTS")
+            self.large_pair.teacher.load_state_dict(self.large_pair.student.state_dict())
         self.extra_teachers = nn.ModuleList(extra_teachers)
         self.debug_metadata = debug_metadata
         self.debug_this_step = False
@@ -100,7 +108,8 @@ class DUDA(SegmentorBase):
                 "settings": SelfTrainingSettings.from_config(cfg),
                 "distillation": DistillationSettings.from_config(cfg),
                 "extra_teachers": build_extra_teachers(cfg),
-                "debug_metadata": debug_metadata(cfg)}
+                "debug_metadata": debug_metadata(cfg),
+                "large_network_weights": cfg.MODEL.DUDA.LARGE_NETWORK_WEIGHTS}
 
     @property
     def large_student(self) -> SegmentationNetwork:
