@@ -196,3 +196,21 @@ def test_p90_and_size_parsing():
     assert benchmark_deploy.parse_size("512x1024") == (512, 1024)
     with pytest.raises(Exception, match="HEIGHTxWIDTH"):
         benchmark_deploy.parse_size("512")
+
+
+def test_readmes_ten_lines_of_onnx_runtime_run_the_export(exported, tmp_path, monkeypatch):
+    """README's "Deploy" snippet, as written, on the int8 export and a synthetic image."""
+    import re
+
+    _, paths = exported
+    with open(os.path.join(REPO, "README.md")) as f:
+        code = re.search(r"```python\n(import json\n.*?)```", f.read(), re.S).group(1)
+    (tmp_path / "export").mkdir()
+    os.link(paths["onnx_int8"], tmp_path / "export" / "student_int8.onnx")
+    record = DatasetCatalog.get(VAL)[0]
+    Image.open(record["file_name"]).save(tmp_path / "frame.png")
+    monkeypatch.chdir(tmp_path)
+    scope = {}
+    exec(compile(code, "README.md", "exec"), scope)
+    assert scope["logits"].shape == (1, 19, 96, 128)
+    assert scope["colour"].shape == (96, 128, 3)
