@@ -263,6 +263,34 @@ def test_to_huggingface_round_trip(tmp_path, capsys):
     for key, value in own.items():
         assert torch.equal(imported.state[key], value), key
     assert imported.class_names == CLASSES
+    # The exported processor's statistics come back as the config's (x 255).
+    assert imported.settings["MODEL.PIXEL_MEAN"] == pytest.approx(MEAN.flatten().tolist())
+    assert imported.settings["MODEL.PIXEL_STD"] == pytest.approx(STD.flatten().tolist())
+
+
+def test_import_takes_the_pixel_statistics_of_preprocessor_config(hf_dirs, tmp_path, capsys):
+    """A model trained with mean/std 0.5 keeps them: model.yaml normalises as its processor."""
+    folder = tmp_path / "half"
+    shutil.copytree(hf_dirs["safetensors"], folder)
+    SegformerImageProcessor(image_mean=[0.5] * 3, image_std=[0.5] * 3).save_pretrained(folder)
+    code, _, err = run_cli(capsys, "from-huggingface", folder, tmp_path / "out")
+    assert code == 0, err
+    cfg = load_config(str(tmp_path / "out" / "model.yaml"))
+    assert list(cfg.MODEL.PIXEL_MEAN) == pytest.approx([127.5] * 3)
+    assert list(cfg.MODEL.PIXEL_STD) == pytest.approx([127.5] * 3)
+    SegformerImageProcessor(do_reduce_labels=True).save_pretrained(folder)
+    code, _, err = run_cli(capsys, "from-huggingface", folder, tmp_path / "out2")
+    assert code == 1 and "do_reduce_labels" in err and "Traceback" not in err
+
+
+def test_a_truncated_safetensors_file_is_a_clear_error(hf_dirs, tmp_path, capsys):
+    folder = tmp_path / "cut"
+    shutil.copytree(hf_dirs["safetensors"], folder)
+    data = (folder / "model.safetensors").read_bytes()
+    (folder / "model.safetensors").write_bytes(data[: len(data) // 2])
+    code, _, err = run_cli(capsys, "from-huggingface", folder, tmp_path / "out")
+    assert code == 1 and "truncated" in err and "Traceback" not in err
+    assert not (tmp_path / "out" / "model.pth").exists()
 
 
 def test_from_then_to_huggingface_reproduces_the_model(reference, hf_dirs, tmp_path, capsys):

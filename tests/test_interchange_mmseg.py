@@ -282,6 +282,7 @@ def test_cli_converts_dacs_release_to_identical_network(tmp_path):
     assert saved["source"] == os.path.abspath(ckpt)
     assert all(k.startswith(("network.backbone.", "network.head.")) for k in saved["model"])
     assert saved["network_opts"] == mm.network_config_opts(saved["info"])
+    assert saved["class_names"] == [f"c{i}" for i in range(CLASSES)]  # the release's meta
     # Refuses to overwrite without --overwrite; replaces with it.
     with pytest.raises(UserError, match="--overwrite"):
         cli(ckpt, out)
@@ -490,3 +491,16 @@ def test_converted_file_initialises_dudas_large_pair_but_not_the_fd_reference(tm
     student = duda.large_pair.student.backbone.state_dict()
     assert not torch.equal(reference["patch_embed1.proj.weight"],
                            student["patch_embed1.proj.weight"])
+
+
+def test_a_release_whose_meta_config_is_hrda_is_refused(tmp_path):
+    """HRDA/MIC(HRDA) releases carry their training config in meta: refused by it, even if
+    the tensors looked like a DAFormer's."""
+    _, sds = release("conv1x1")
+    path = tmp_path / "hrda.pth"
+    torch.save({"meta": {"config": "model = dict(type='HRDAEncoderDecoder', decode_head=dict("
+                                   "type='HRDAHead', single_scale_head='DAFormerHead'))"},
+                "state_dict": dacs(sds["model"], sds["ema_model"], sds["imnet_model"])}, path)
+    with pytest.raises(UserError, match="not supported until duda_d2 has HRDA"):
+        cli(path, tmp_path / "out")
+    assert not (tmp_path / "out" / "model.pth").exists()

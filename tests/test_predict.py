@@ -35,7 +35,7 @@ def exported(tmp_path_factory):
 
 def test_exported_files_are_readable_by_other_users(exported):
     names = sorted(os.listdir(exported))
-    assert names == ["student.pth", "student.ts", "student.yaml"]
+    assert names == ["student.onnx", "student.pth", "student.yaml"]
     for name in names:
         assert (exported / name).stat().st_mode & 0o777 == 0o644, name
 

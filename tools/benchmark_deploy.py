@@ -155,6 +155,8 @@ def p90(values: Sequence[float]) -> float:
 
 
 def speed_table(results: Dict[Tuple[str, Tuple[int, int]], dict]) -> List[list]:
+    """One row per (size, runtime): latencies, images/s, memory and the speed-up over
+    PyTorch eager at the same size."""
     rows = []
     sizes = sorted({size for _, size in results}, key=lambda s: s[0] * s[1])
     for size in sizes:
@@ -181,7 +183,8 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=0,
                         help="threads of PyTorch and ONNX Runtime (0: torch's default here)")
     parser.add_argument("--calibration-images", type=int, default=300)
-    parser.add_argument("--calibration-method", default="minmax")
+    parser.add_argument("--calibration-method", default="minmax",
+                        choices=("minmax", "percentile", "entropy"))
     parser.add_argument("--eval-dataset", default="",
                         help="data set scored for the mIoU columns (default: the config's "
                              "first DATASETS.TEST; '-' skips the scoring)")
@@ -201,7 +204,16 @@ def main(argv=None) -> int:
     from duda_d2 import load_config
     from duda_d2.utils.user_errors import exit_on_user_error
 
+    from detectron2.data import DatasetCatalog
+
     threads = args.threads or torch.get_num_threads()
+    dataset = args.eval_dataset or next(iter(load_config(args.config_file, args.opts)
+                                              .DATASETS.TEST), "")
+    if dataset not in ("", "-") and dataset not in DatasetCatalog.list():
+        print(f"error: --eval-dataset '{dataset}' is not a registered data set; name one "
+              f"(e.g. synthetic_uda_target_val) or pass '-' to skip the accuracy table",
+              file=sys.stderr)
+        return 1
     try:
         paths = exit_on_user_error(lambda: export_student.export(
             args.config_file, args.weights, args.work_dir, args.network, fmt="onnx",
@@ -225,7 +237,6 @@ def main(argv=None) -> int:
                                ("ONNX int8", "onnx_int8"))]
     print()
     print(tabulate(files, headers=["model file", "name", "MiB"], tablefmt="github"))
-    dataset = args.eval_dataset or next(iter(load_config(args.config_file).DATASETS.TEST), "")
     if dataset and dataset != "-":
         scores = {r: _in_fresh_process(evaluate_miou, r, paths, dataset, threads)
                   for r in RUNTIMES}

@@ -217,37 +217,11 @@ def load_trained_network(config_file: str, weights: str, network: str = "small_s
     """(config of the whole model, config describing the chosen network as a UDASegmentor,
     the network in eval mode on CPU), loaded the way tools/export_student.py loads it (its
     helpers; a network the model lacks or the file does not hold is a ``UserError``)."""
-    from detectron2.modeling import build_model
-
-    from duda_d2.engine import AtomicCheckpointer
-    from duda_d2.modeling.network import checkpoint_contents, read_checkpoint_keys
-
     es = _export_student_module()
-    cfg = load_config(config_file, list(opts) + ["MODEL.DEVICE", "cpu",
-                                                 "MODEL.BACKBONE.WEIGHTS", ""])
-    arch = cfg.MODEL.META_ARCHITECTURE
-    held = es.HELD_NETWORKS.get(arch, ("small_student",))
-    if network not in held:
-        raise UserError(f"cannot export the {network}: {config_file} builds a {arch}, which "
-                        f"has no {network} (it has {', '.join(held)})")
-    if arch == "DUDA":
-        cfg.MODEL.DUDA.LARGE_NETWORK_OPTS = list(cfg.MODEL.DUDA.LARGE_NETWORK_OPTS) + [
-            "MODEL.BACKBONE.WEIGHTS", ""]
-        cfg.MODEL.DUDA.INFERENCE_NETWORK = network
-    else:
-        cfg.MODEL.UDA.INFERENCE_NETWORK = "teacher" if network == "teacher" else "student"
+    cfg = es.export_config(config_file, network, opts, weights)
     net_cfg = es.network_config(cfg, network)
     check_config_exportable(net_cfg, config_file, network)
-    model = build_model(cfg)
-    checkpointer = AtomicCheckpointer(model, weights_key="--weights")
-    checkpointer.load(weights)
-    chosen = model.inference_network().eval()
-    missing = checkpointer.missing_tensors(chosen)
-    if missing:
-        raise UserError(f"cannot export the {network}: '{weights}' holds no weights for it "
-                        f"({len(missing)} of its {len(chosen.state_dict())} tensors missing, "
-                        f"e.g. {missing[0]}). The file holds "
-                        f"{checkpoint_contents(read_checkpoint_keys(weights, '--weights'))}")
+    _, _, chosen = es.load_network(cfg, config_file, weights, network)
     return cfg, net_cfg, chosen
 
 
@@ -303,6 +277,13 @@ def _add_from_mmseg(parser: argparse.ArgumentParser) -> None:
     add_from_mmseg_arguments(parser)
 
 
+def _release_class_names(names: Optional[List[str]], num_classes: int) -> List[str]:
+    """The release's class names when it has one per class, else ``class_<i>``."""
+    if names and len(names) == num_classes:
+        return names
+    return [f"class_{i}" for i in range(num_classes)]
+
+
 def run_from_mmseg(args: argparse.Namespace) -> int:
     """Import a DAFormer mmseg checkpoint's network and write model.pth / model.yaml (over
     configs/networks/mit_b5_daformer.yaml); print a summary. A partial conversion writes
@@ -310,12 +291,15 @@ def run_from_mmseg(args: argparse.Namespace) -> int:
     from duda_d2.modeling.interchange.mmseg_daformer import (
         LICENCE_NOTE,
         convert_mmseg_daformer,
+        check_release_meta,
         load_mmseg_checkpoint,
+        meta_class_names,
         network_config_opts,
     )
 
     try:
-        state = load_mmseg_checkpoint(args.checkpoint, args.trust_pickle)
+        state, meta = load_mmseg_checkpoint(args.checkpoint, args.trust_pickle)
+        check_release_meta(meta)
         network, info, report = convert_mmseg_daformer(state, which=args.which,
                                                        aspp_dilations=args.aspp_dilations)
     except (FileNotFoundError, ValueError) as error:
@@ -329,7 +313,10 @@ def run_from_mmseg(args: argparse.Namespace) -> int:
     opts = network_config_opts(info)
     paths = write_converted_network(
         args.output_dir, network, dict(zip(opts[::2], opts[1::2])),
-        os.path.abspath(args.checkpoint), extra={"network_opts": opts, "info": dict(info)},
+        os.path.abspath(args.checkpoint),
+        extra={"network_opts": opts, "info": dict(info),
+               "class_names": _release_class_names(meta_class_names(meta),
+                                                   info["num_classes"])},
         base_config=DAFORMER_NETWORK_CONFIG)
     print(f"wrote {len(network)} tensors (MiT-{info['variant']} + DAFormerHead "
           f"{info['fusion']}, {info['num_classes']} classes, '{info['which']}') to "

@@ -51,7 +51,7 @@ import dataclasses
 import json
 import os
 import sys
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -204,7 +204,7 @@ def class_metadata(cfg) -> dict:
     return out
 
 
-def parse_formats(fmt) -> Tuple[str, ...]:
+def parse_formats(fmt: Union[str, Sequence[str]]) -> Tuple[str, ...]:
     """``fmt`` (a name or a list of names from ``FORMATS``) as a tuple; ``none`` alone means
     the checkpoint and config only."""
     formats = (fmt,) if isinstance(fmt, str) else tuple(fmt)
@@ -213,6 +213,54 @@ def parse_formats(fmt) -> Tuple[str, ...]:
         raise UserError(f"--format {' '.join(formats)}: unknown format(s) {unknown}; use "
                         f"one or more of {', '.join(FORMATS[:-1])}, or none")
     return tuple(f for f in formats if f != "none")
+
+
+def export_config(config_file: str, network: str = "small_student", opts=(),
+                  weights: Optional[str] = None):
+    """The training config, set to evaluate ``network`` on the CPU, with nothing loaded from
+    files the trained checkpoint replaces anyway (ImageNet weights, the large pair's starting
+    point): they need not exist on the exporting machine. A network the model lacks is a
+    ``UserError`` (naming what ``weights``, if given, holds)."""
+    cfg = load_config(config_file, list(opts) + ["MODEL.DEVICE", "cpu",
+                                                 "MODEL.BACKBONE.WEIGHTS", ""])
+    arch = cfg.MODEL.META_ARCHITECTURE
+    held = HELD_NETWORKS.get(arch, ("small_student",))
+    if network not in held:
+        holds = (f". The file holds "
+                 f"{checkpoint_contents(read_checkpoint_keys(weights, '--weights'))}; export "
+                 f"one of those with --network and the config it was trained with"
+                 if weights and os.path.isfile(weights) else "")
+        raise UserError(f"cannot export the {network}: {config_file} builds a {arch}, which "
+                        f"has no {network} (it has {', '.join(held)}){holds}")
+    if arch == "DUDA":
+        cfg.MODEL.DUDA.LARGE_NETWORK_OPTS = list(cfg.MODEL.DUDA.LARGE_NETWORK_OPTS) + [
+            "MODEL.BACKBONE.WEIGHTS", ""]
+        cfg.MODEL.DUDA.LARGE_NETWORK_WEIGHTS = ""
+        cfg.MODEL.DUDA.INFERENCE_NETWORK = network
+    else:
+        cfg.MODEL.UDA.INFERENCE_NETWORK = "teacher" if network == "teacher" else "student"
+    return cfg
+
+
+def load_network(cfg, config_file: str, weights: str, network: str):
+    """(config the model was built with, the model, its ``network`` in eval mode) with the
+    trained ``weights`` loaded; a file without that network's tensors is a ``UserError``."""
+    # Re-exporting an export: its own panoptic metadata (its data set may not be registered).
+    info = read_panoptic_info(weights) if cfg.MODEL.TASK == "panoptic" else None
+    build_cfg = with_exported_panoptic_metadata(cfg, info)
+    model = build_model(build_cfg)
+    checkpointer = AtomicCheckpointer(model, weights_key="--weights")
+    checkpointer.load(weights)  # a missing or unreadable file: its own error
+    chosen = model.inference_network().eval()
+    missing = checkpointer.missing_tensors(chosen)
+    if missing:
+        raise UserError(f"cannot export the {network}: '{weights}' holds no weights for the "
+                        f"{network} ({len(missing)} of its {len(chosen.state_dict())} tensors "
+                        f"missing, e.g. {missing[0]}). The file holds "
+                        f"{checkpoint_contents(read_checkpoint_keys(weights, '--weights'))}; "
+                        f"export one of those with --network and the config it was trained "
+                        f"with")
+    return build_cfg, model, chosen
 
 
 def export(config_file: str, weights: str, output_dir: str, network: str = "small_student",
@@ -228,8 +276,7 @@ def export(config_file: str, weights: str, output_dir: str, network: str = "smal
     if int8 and calibration_images < 1:
         raise UserError(f"--calibration-images {calibration_images}: give at least 1 "
                         f"(a few hundred target-domain images)")
-    cfg = load_config(config_file, list(opts) + ["MODEL.DEVICE", "cpu",
-                                                 "MODEL.BACKBONE.WEIGHTS", ""])
+    cfg = export_config(config_file, network, opts, weights)
     if int8:
         calibration_dataset = calibration_dataset or next(iter(cfg.DATASETS.TARGET_TRAIN), "")
         if not calibration_dataset:
@@ -241,33 +288,7 @@ def export(config_file: str, weights: str, output_dir: str, network: str = "smal
             raise UserError(f"--calibration-dataset '{calibration_dataset}' is not a "
                             f"registered data set (e.g. synthetic_uda_target_train, "
                             f"cityscapes_fine_sem_seg_train)")
-    if cfg.MODEL.META_ARCHITECTURE == "DUDA":
-        cfg.MODEL.DUDA.LARGE_NETWORK_OPTS = list(cfg.MODEL.DUDA.LARGE_NETWORK_OPTS) + [
-            "MODEL.BACKBONE.WEIGHTS", ""]
-    # The chosen network is the one the model evaluates when told so.
-    arch = cfg.MODEL.META_ARCHITECTURE
-    held = HELD_NETWORKS.get(arch, ("small_student",))
-    if arch == "DUDA":
-        cfg.MODEL.DUDA.INFERENCE_NETWORK = network
-    else:
-        cfg.MODEL.UDA.INFERENCE_NETWORK = "teacher" if network == "teacher" else "student"
-    # Re-exporting an export: its own panoptic metadata (its data set may not be registered).
-    info = read_panoptic_info(weights) if cfg.MODEL.TASK == "panoptic" else None
-    build_cfg = with_exported_panoptic_metadata(cfg, info)
-    model = build_model(build_cfg)
-    checkpointer = AtomicCheckpointer(model, weights_key="--weights")
-    checkpointer.load(weights)  # a missing or unreadable file: its own error
-    chosen = model.inference_network().eval()
-    missing = () if network not in held else checkpointer.missing_tensors(chosen)
-    if network not in held or missing:
-        why = (f"{config_file} builds a {arch}, which has no {network} (it has "
-               f"{', '.join(held)})" if network not in held else
-               f"'{weights}' holds no weights for the {network} ({len(missing)} of its "
-               f"{len(chosen.state_dict())} tensors missing, e.g. {missing[0]})")
-        raise UserError(f"cannot export the {network}: {why}. The file holds "
-                        f"{checkpoint_contents(read_checkpoint_keys(weights, '--weights'))}; "
-                        f"export one of those with --network and the config it was trained "
-                        f"with")
+    build_cfg, model, chosen = load_network(cfg, config_file, weights, network)
     os.makedirs(output_dir, exist_ok=True)
     paths = {"weights": os.path.join(output_dir, "student.pth"),
              "config": os.path.join(output_dir, "student.yaml")}
@@ -289,6 +310,7 @@ def export(config_file: str, weights: str, output_dir: str, network: str = "smal
                           contents.get(PANOPTIC_KEY))
     if "onnx" in formats:
         metadata = {"network": network, "config": os.path.basename(config_file),
+                    "channels": cfg.INPUT.FORMAT,
                     "pixel_mean": list(cfg.MODEL.PIXEL_MEAN),
                     "pixel_std": list(cfg.MODEL.PIXEL_STD), **class_metadata(build_cfg)}
         if panoptic:

@@ -32,9 +32,11 @@ class DeployableSegmenter(nn.Module):
         self.register_buffer("pixel_std", torch.as_tensor(pixel_std).view(1, -1, 1, 1))
 
     def normalise(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 pixels -> the network's normalised float input."""
         return (images.float() - self.pixel_mean) / self.pixel_std
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) semantic logits at the input size."""
         return upsample_logits(self.network(self.normalise(images))["sem_seg"],
                                images.shape[-2:])
 
@@ -45,6 +47,7 @@ class DeployablePanopticSegmenter(DeployableSegmenter):
     alone keeps them right: the network gives them in input pixels already)."""
 
     def forward(self, images: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """The three maps by name, at the input size."""
         maps = self.network(self.normalise(images))
         return {name: upsample_logits(maps[name], images.shape[-2:])
                 for name in PANOPTIC_OUTPUTS}

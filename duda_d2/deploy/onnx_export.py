@@ -95,8 +95,10 @@ def export_onnx(module: nn.Module, path: str, names: Sequence[str],
             used_dynamic = False
     if program is None:
         program = _export(module, example, names, opset, False)
-    info = {**(metadata or {}), "input": {"name": INPUT_NAME, "dtype": "uint8",
-                                          "layout": "NCHW", "channels": "RGB"},
+    metadata = dict(metadata or {})
+    channels = metadata.pop("channels", "RGB")  # the config's INPUT.FORMAT
+    info = {**metadata, "input": {"name": INPUT_NAME, "dtype": "uint8",
+                                  "layout": "NCHW", "channels": channels},
             "outputs": list(names), "dynamic_shapes": used_dynamic, "opset": opset}
     if not used_dynamic:
         info["input"]["shape"] = list(example.shape)

@@ -8,6 +8,7 @@ an ONNX file with the same test loader, task post-processing and evaluator as
 """
 from __future__ import annotations
 
+import json
 import os
 from typing import Dict, List, Optional, Sequence
 
@@ -15,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .onnx_export import read_onnx_metadata
+from .onnx_export import METADATA_KEY
 
 __all__ = ["OnnxSegmenter", "OnnxSegmentorModel", "session_options"]
 
@@ -48,9 +49,12 @@ class OnnxSegmenter:
                                             providers=list(providers))
         self.input_name = self.session.get_inputs()[0].name
         self.output_names = [o.name for o in self.session.get_outputs()]
-        self.metadata = read_onnx_metadata(path)
+        # From the session (parsing the file again would hold a second copy of the weights).
+        custom = self.session.get_modelmeta().custom_metadata_map
+        self.metadata = json.loads(custom[METADATA_KEY]) if METADATA_KEY in custom else {}
 
     def __call__(self, images: np.ndarray) -> Dict[str, np.ndarray]:
+        """The model's outputs by name for uint8 RGB ``images`` (N, 3, H, W)."""
         images = np.ascontiguousarray(images)
         if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"expected uint8 RGB images (N, 3, H, W), got {images.dtype} "

@@ -17,6 +17,7 @@ dynamic height/width of an exported network, and the quantiser does not need it.
 """
 from __future__ import annotations
 
+import itertools
 import os
 import tempfile
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ import numpy as np
 from ..utils.atomic_files import atomic_write_bytes
 
 __all__ = ["QuantisationSettings", "quantize_int8", "ImageCalibrationReader",
-           "calibration_images", "CALIBRATION_METHODS"]
+           "calibration_images", "attention_nodes", "CALIBRATION_METHODS"]
 
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
 
@@ -118,6 +119,11 @@ def quantize_int8(fp32_path: str, int8_path: str, images: Iterable[np.ndarray],
 
     from .onnx_export import INPUT_NAME, METADATA_KEY, read_onnx_metadata
 
+    images = iter(images)
+    first = next(images, None)
+    if first is None:
+        raise ValueError("no calibration image was given: int8 ranges cannot be calibrated")
+    images = itertools.chain([first], images)
     methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
                "entropy": CalibrationMethod.Entropy}
     reader = ImageCalibrationReader(input_name or INPUT_NAME, images)
@@ -132,8 +138,6 @@ def quantize_int8(fp32_path: str, int8_path: str, images: Iterable[np.ndarray],
                         per_channel=settings.per_channel, activation_type=QuantType.QUInt8,
                         weight_type=QuantType.QInt8, calibrate_method=methods[settings.method],
                         nodes_to_exclude=excluded, extra_options=extra)
-        if reader.count == 0:
-            raise ValueError("no calibration image was given: int8 ranges cannot be calibrated")
         report = {"calibration_images": reader.count, "method": settings.method,
                   "per_channel": settings.per_channel, "float_nodes": len(excluded)}
         if settings.method == "percentile":

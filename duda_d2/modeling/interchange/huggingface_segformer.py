@@ -44,7 +44,11 @@ files with either naming are read, and export loads into whichever the installed
 Both heads concatenate the four projected levels coarsest first, upsample bilinearly with
 ``align_corners=False`` to stride 4, and return stride-4 logits. The one numerical difference:
 Hugging Face's block and stage LayerNorms use eps 1e-5, the official SegFormer (and this
-project) 1e-6; the logits differ by float rounding amounts (well below 1e-4).
+project) 1e-6; on a random-weight MiT-B0 the logits then differ by about 1e-7 (tests), and the
+difference grows with depth only through that eps (relative 1e-5 / variance per norm).
+
+The pixel statistics come from ``preprocessor_config.json`` when the folder has one
+(``MODEL.PIXEL_MEAN``/``PIXEL_STD`` = image_mean/std divided by the rescale factor).
 
 Licence: SegFormer / MiT weights (NVIDIA's release, and the ``nvidia/segformer-*`` and
 ``nvidia/mit-*`` Hugging Face models) are under the NVIDIA Source Code License for SegFormer,
@@ -351,9 +355,44 @@ def _read_weights(files: Sequence[str]) -> Dict[str, torch.Tensor]:
             raise InterchangeError(f"weight file '{path}' (named by the shard index) is missing")
         try:
             state.update(load_state_dict_file(path))
-        except (ValueError, RuntimeError) as e:
-            raise InterchangeError(f"cannot read '{path}': {e}") from None
+        except Exception as e:  # noqa: BLE001 -- torch's and safetensors' own errors alike
+            raise InterchangeError(f"cannot read '{path}' ({type(e).__name__}): {e}; is it "
+                                   f"complete (not a truncated or interrupted download)?"
+                                   ) from None
     return state
+
+
+def _pixel_statistics(folder: str) -> Dict[str, Any]:
+    """``MODEL.PIXEL_MEAN`` / ``PIXEL_STD`` (0..255 scale) from the folder's
+    ``preprocessor_config.json`` (Hugging Face's image processor: rescale, then normalise),
+    so a model trained with other statistics than ImageNet's keeps them; {} without the file
+    (the model card's SegFormer processors use ImageNet's, the project's default). A processor
+    whose normalisation cannot be written as mean/std of 0..255 pixels is refused."""
+    path = os.path.join(folder, "preprocessor_config.json")
+    if not os.path.isfile(path):
+        return {}
+    try:
+        with open(path) as f:
+            processor = json.load(f)
+    except (OSError, ValueError) as e:
+        raise InterchangeError(f"cannot read '{path}': {e}") from None
+    scale = float(processor.get("rescale_factor", 1 / 255)) if processor.get(
+        "do_rescale", True) else 1.0
+    if not processor.get("do_normalize", True):
+        mean, std = [0.0, 0.0, 0.0], [1.0, 1.0, 1.0]
+    else:
+        mean, std = processor.get("image_mean"), processor.get("image_std")
+        if not (isinstance(mean, list) and isinstance(std, list) and len(mean) == len(std) == 3
+                and all(float(v) > 0 for v in std)):
+            raise InterchangeError(f"'{path}': image_mean / image_std must be three numbers "
+                                   f"each (std > 0); found {mean!r} / {std!r}")
+    if processor.get("do_reduce_labels", False):
+        raise InterchangeError(f"'{path}' sets do_reduce_labels: its label ids are shifted by "
+                               f"one, which this project's data sets are not; convert a model "
+                               f"trained without it")
+    # (x * scale - m) / s  ==  (x - m / scale) / (s / scale)
+    return {"MODEL.PIXEL_MEAN": [float(m) / scale for m in mean],
+            "MODEL.PIXEL_STD": [float(v) / scale for v in std]}
 
 
 # ---------------------------------------------------------------------------- import
@@ -471,6 +510,7 @@ def import_huggingface_segformer(path: str) -> ImportedModel:
         "MODEL.MIT.DROP_RATE": float(config.get("hidden_dropout_prob", 0.0)),
         "MODEL.MIT.ATTN_DROP_RATE": float(config.get("attention_probs_dropout_prob", 0.0)),
         "MODEL.SEM_SEG_HEAD.IGNORE_VALUE": int(config.get("semantic_loss_ignore_index", 255)),
+        **_pixel_statistics(os.path.dirname(os.path.abspath(config_file))),
     }
     return ImportedModel(state=state_out, variant=variant, num_classes=len(class_names),
                          embed_dim=embed_dim, class_names=class_names, report=report,

@@ -50,7 +50,9 @@ shape for every dilation): they are an argument, defaulting to DAFormer's (1, 6,
 only their number and which branch is the 1x1 one are checked against the weights.
 
 Refused, with a message: HRDA / MIC multi-resolution checkpoints (``decode_head.head.*`` and
-``decode_head.scale_attention.*`` of an ``HRDAHead``), mmseg ``SegFormerHead`` checkpoints
+``decode_head.scale_attention.*`` of an ``HRDAHead``, or a ``meta["config"]`` naming
+``HRDAEncoderDecoder``/``HRDAHead``: ``check_release_meta``); MIC trained on a plain DAFormer
+network is single-resolution, a DAFormer network, and is accepted; mmseg ``SegFormerHead`` checkpoints
 (``decode_head.linear_fuse.*``; the Hugging Face import handles SegFormer), non-MiT backbones,
 necks, image pooling / context layers in the ASPP, ISA fusion and other embedding layers.
 
@@ -83,16 +85,20 @@ import os
 import pickle
 import re
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
+
+from ..backbone.mit_convert import ConversionReport, unwrap_state_dict
 
 __all__ = [
     "DEFAULT_ASPP_DILATIONS",
     "MMSegConversionReport",
     "convert_mmseg_daformer",
     "load_mmseg_checkpoint",
+    "check_release_meta",
+    "meta_class_names",
     "network_config_opts",
     "add_from_mmseg_arguments",
     "LICENCE_NOTE",
@@ -135,28 +141,15 @@ _SEGFORMER_RE = re.compile(r"(^|\.)decode_head\.(linear_fuse|linear_c|linear_pre
 
 
 @dataclass
-class MMSegConversionReport:
-    """What a conversion did: converted, dropped on purpose, and everything that did not match
-    (the same account as ``mit_convert.ConversionReport``, over backbone and head)."""
+class MMSegConversionReport(ConversionReport):
+    """``mit_convert.ConversionReport`` over a whole DAFormer network (backbone and head):
+    ``source_format`` is the checkpoint's layout, ``which`` the network converted."""
 
-    source_layout: str = "?"
     which: str = "?"
-    variant: str = "?"
-    num_source: int = 0
-    converted: List[str] = field(default_factory=list)
-    # (source key, why it was dropped)
-    dropped: List[Tuple[str, str]] = field(default_factory=list)
-    # (source key, why it maps to nothing)
-    unmatched_source: List[Tuple[str, str]] = field(default_factory=list)
-    # target keys that received no tensor
-    missing_target: List[str] = field(default_factory=list)
-    # (target key, source key, shape found, shape expected)
-    shape_mismatches: List[Tuple[str, str, str, Tuple[int, ...]]] = field(default_factory=list)
 
     @property
-    def ok(self) -> bool:
-        """True when every source tensor found its target and every target got a tensor."""
-        return not (self.unmatched_source or self.missing_target or self.shape_mismatches)
+    def source_layout(self) -> str:
+        return self.source_format
 
     def problems(self) -> List[str]:
         """One line per unmatched source key, missing target key and shape mismatch."""
@@ -168,28 +161,21 @@ class MMSegConversionReport:
         return lines
 
     def summary(self) -> str:
-        """A short human-readable account: layout, counts, dropped keys grouped by reason."""
-        lines = [f"source layout: {self.source_layout}, network: {self.which}, "
-                 f"variant: MiT-{self.variant}, {self.num_source} source tensors",
-                 f"converted {len(self.converted)} tensors"]
-        by_reason: Dict[str, List[str]] = {}
-        for key, why in self.dropped:
-            by_reason.setdefault(why, []).append(key)
-        for why, keys in by_reason.items():
-            shown = ", ".join(keys[:4]) + (f", ... ({len(keys) - 4} more)" if len(keys) > 4 else "")
-            lines.append(f"dropped {len(keys)} source tensors on purpose ({why}): {shown}")
-        n = len(self.problems())
-        lines.append(f"unmatched: {n}" if n else "unmatched: none")
+        """ConversionReport's account, headed by the layout and the network converted."""
+        lines = super().summary().splitlines()
+        lines[0] = (f"source layout: {self.source_format}, network: {self.which}, "
+                    f"variant: MiT-{self.variant}, {self.num_source} source tensors")
         return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------- reading
 
 
-def load_mmseg_checkpoint(path: str, trust_pickle: bool = False) -> Dict[str, Any]:
-    """The (flat) state dict of an mmcv checkpoint file ``{"state_dict": ...}`` (or of a bare
-    state dict). Read with torch's safe loader unless ``trust_pickle`` (files you trust only:
-    unpickling can run code)."""
+def load_mmseg_checkpoint(path: str, trust_pickle: bool = False
+                          ) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """(flat state dict, ``meta``) of an mmcv checkpoint file ``{"meta": ..., "state_dict":
+    ...}`` (``meta`` {} for a bare state dict). Read with torch's safe loader unless
+    ``trust_pickle`` (files you trust only: unpickling can run code)."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint '{path}' does not exist (or is not a file)")
     try:
@@ -199,15 +185,30 @@ def load_mmseg_checkpoint(path: str, trust_pickle: bool = False) -> Dict[str, An
                          f"trust the file, pass --trust-pickle to read it anyway") from None
     except (RuntimeError, EOFError, ValueError) as e:
         raise ValueError(f"could not read '{path}' as a torch checkpoint: {e}") from None
-    return _state_dict_of(obj, f"'{path}'")
+    meta = obj.get("meta") if isinstance(obj, Mapping) else None
+    return _state_dict_of(obj, f"'{path}'"), dict(meta) if isinstance(meta, Mapping) else {}
+
+
+def check_release_meta(meta: Mapping[str, Any]) -> None:
+    """Refuse a checkpoint whose mmcv ``meta["config"]`` (the training config's text, which
+    mmseg stores) describes an HRDA model -- also when its tensors would look like DAFormer's.
+    MIC trained on a plain DAFormer network (single resolution) is a DAFormer network and is
+    accepted."""
+    config = meta.get("config")
+    if isinstance(config, str) and re.search(r"HRDA(EncoderDecoder|Head)", config):
+        raise ValueError(HRDA_MESSAGE + " (its meta config names HRDAEncoderDecoder/HRDAHead)")
+
+
+def meta_class_names(meta: Mapping[str, Any]) -> Optional[List[str]]:
+    """The class names mmseg stores in ``meta["CLASSES"]``, if any."""
+    classes = meta.get("CLASSES")
+    if isinstance(classes, (list, tuple)) and all(isinstance(c, str) for c in classes):
+        return list(classes)
+    return None
 
 
 def _state_dict_of(obj: Any, name: str) -> Dict[str, Any]:
-    if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
-        obj = obj["state_dict"]
-    if not isinstance(obj, Mapping):
-        raise ValueError(f"{name} holds a {type(obj).__name__}, not a state dict")
-    state = dict(obj)
+    state = unwrap_state_dict(obj, name)
     if state and all(isinstance(k, str) and k.startswith("module.") for k in state):
         state = {k[len("module."):]: v for k, v in state.items()}
     return state
@@ -437,7 +438,8 @@ def convert_mmseg_daformer(state_dict: Mapping[str, Any], which: str = "auto",
         raise ValueError(f"ASPP dilations must be positive integers, got {list(aspp_dilations)}")
 
     layout, chosen, prefix = _select_network(keys, which)
-    report = MMSegConversionReport(source_layout=layout, which=chosen, num_source=len(state))
+    report = MMSegConversionReport(source_format=layout, variant="?", which=chosen,
+                                   num_source=len(state))
     backbone: Dict[str, Any] = {}
     head: Dict[str, Any] = {}
     for key, value in state.items():
