@@ -32,6 +32,11 @@ def add_network_config(cfg: CN) -> CN:
     cfg.MODEL.MIT.DROP_PATH_RATE = 0.1
     # Feature maps returned: res2..res5 at strides 4, 8, 16, 32.
     cfg.MODEL.MIT.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
+    # Recompute each transformer block's activations in the backward pass instead of keeping
+    # them (torch.utils.checkpoint, non-reentrant; same losses and gradients, less memory, one
+    # more forward of the encoder). Only where gradients are computed: frozen teachers and FD's
+    # reference are unaffected.
+    cfg.MODEL.MIT.ACTIVATION_CHECKPOINTING = False
 
     # ImageNet weights of the backbone alone, converted by tools/convert_pretrained.py, loaded
     # when the network is built ("" = random initialisation). Shapes must match; missing and
@@ -67,6 +72,9 @@ def add_network_config(cfg: CN) -> CN:
     # DAFormerHead context fusion: "aspp_dw" (depth-wise separable ASPP, DAFormer's default),
     # "aspp" (plain ASPP) or "conv1x1" (SegFormer-like 1x1 fusion).
     cfg.MODEL.SEM_SEG_HEAD.FUSION = "aspp_dw"
+    # DAFormerHead: recompute the context fusion (the ASPP branches at stride 4) in the backward
+    # pass instead of keeping its activations (as MODEL.MIT.ACTIVATION_CHECKPOINTING).
+    cfg.MODEL.SEM_SEG_HEAD.ACTIVATION_CHECKPOINTING = False
     # Dilations of the DAFormerHead ASPP branches (1 = a 1x1 branch).
     cfg.MODEL.SEM_SEG_HEAD.ASPP_DILATIONS = [1, 6, 12, 18]
     # Dilations of DeepLabV2Head's parallel 3x3 classifiers, whose logits are summed.
@@ -126,6 +134,12 @@ def add_self_training_config(cfg: CN) -> CN:
     # the large pair's, in MODEL.DUDA.LARGE_NETWORK_OPTS): without them the reference would be
     # the random initialisation, which is an error unless this is True (tests, benchmarks).
     cfg.MODEL.UDA.FD_RANDOM_REFERENCE = False
+    # Forward passes of frozen networks under autocast ("" = float32, "bfloat16", "float16"):
+    # the EMA teacher's on the target (weights stay float32, so the EMA stays exact) and FD's
+    # ImageNet reference's; their outputs are cast back to float32. Reduced precision changes
+    # the numbers: the defaults stay float32 unless a benchmark shows no loss.
+    cfg.MODEL.UDA.TEACHER_AUTOCAST = ""
+    cfg.MODEL.UDA.FD_REFERENCE_AUTOCAST = ""
     # Masked image consistency (MIC; 0 = off, MIC: 1.0): the student sees the target with
     # MIC_MASK_RATIO of its MIC_BLOCK_SIZE blocks removed and learns the teacher's pseudo-labels.
     cfg.MODEL.UDA.MIC_LAMBDA = 0.0
@@ -162,6 +176,11 @@ def add_distillation_config(cfg: CN) -> CN:
     # converted by `convert_model.py from-mmseg`); "" = from MODEL.BACKBONE.WEIGHTS (ImageNet)
     # as usual. FD's ImageNet reference stays the large networks' MODEL.BACKBONE.WEIGHTS.
     cfg.MODEL.DUDA.LARGE_NETWORK_WEIGHTS = ""
+    # Activation checkpointing of the large networks (sets MODEL.MIT.ACTIVATION_CHECKPOINTING
+    # and MODEL.SEM_SEG_HEAD.ACTIVATION_CHECKPOINTING of the large network's config, whatever
+    # LARGE_NETWORK_OPTS say): the large student's encoder blocks and context fusion are
+    # recomputed in the backward pass.
+    cfg.MODEL.DUDA.LARGE_ACTIVATION_CHECKPOINTING = False
     # Gradual distillation beta(t): 0 for PRE_ADAPTATION_ITERS, then up to BETA_MAX over
     # RAMP_ITERS ("linear", "cosine", or "constant" = a step). -1 = a quarter of MAX_ITER.
     cfg.MODEL.DUDA.PRE_ADAPTATION_ITERS = -1

@@ -35,6 +35,38 @@ def test_ema_update_averages_params_and_float_buffers_copies_int_buffers():
     assert teacher.weight.tolist() == [3.0, 3.0]
 
 
+def test_multi_tensor_ema_equals_the_per_tensor_formula_bit_for_bit():
+    """On a MiT + DAFormer network (Linear, LayerNorm, Conv, BatchNorm: ~150 tensors), the
+    multi-tensor update gives what ``t.mul_(a).add_(s, alpha=1-a)`` per tensor gives."""
+    import copy
+
+    from duda_d2 import load_config
+    from duda_d2.modeling.network import build_segmentation_network
+
+    cfg = load_config("configs/networks/mit_b5_daformer.yaml", [
+        "MODEL.MIT.VARIANT", "b0", "MODEL.SEM_SEG_HEAD.EMBED_DIM", 16])
+    torch.manual_seed(0)
+    student = build_segmentation_network(cfg)
+    teacher = copy.deepcopy(student)
+    with torch.no_grad():
+        for t in list(student.parameters()) + [b for b in student.buffers()
+                                               if b.is_floating_point()]:
+            t.add_(torch.randn_like(t))
+        for b in student.buffers():
+            if not b.is_floating_point():
+                b.fill_(5)
+    expected = {k: v.clone() for k, v in teacher.state_dict().items()}
+    for k, s in student.state_dict().items():
+        if s.is_floating_point():
+            expected[k].mul_(0.999).add_(s, alpha=1.0 - 0.999)
+        else:
+            expected[k].copy_(s)
+    ema_update(teacher, student, 0.999)
+    got = teacher.state_dict()
+    assert all(torch.equal(got[k], expected[k]) for k in expected)
+    assert got["head.fuse.branches.0.1.num_batches_tracked"].item() == 5
+
+
 def test_pseudo_labels_batch_and_pixel_weights_and_margins():
     # 2 classes, 1 image 4x1: confidences 0.9, 0.6, 0.99, 0.5 (class 0, 1, 0, tie->0)
     p0 = torch.tensor([0.9, 0.4, 0.99, 0.5])

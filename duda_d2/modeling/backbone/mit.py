@@ -18,6 +18,8 @@ from timm.layers import DropPath, trunc_normal_
 
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone, ShapeSpec
 
+from ..activation_checkpoint import checkpointed
+
 __all__ = ["MixVisionTransformer", "MIT_SPECS", "build_mit_backbone"]
 
 
@@ -128,8 +130,13 @@ class MixVisionTransformer(Backbone):
 
     def __init__(self, spec: MiTSpec, in_chans: int = 3, drop_rate: float = 0.0,
                  attn_drop_rate: float = 0.0, drop_path_rate: float = 0.1,
-                 out_features: Sequence[str] = ("res2", "res3", "res4", "res5")):
+                 out_features: Sequence[str] = ("res2", "res3", "res4", "res5"),
+                 activation_checkpointing: bool = False):
+        """``activation_checkpointing``: recompute each block in the backward pass (non-
+        reentrant ``torch.utils.checkpoint``; the RNG state is replayed, so dropout and
+        drop-path draw the same masks and the gradients are the same)."""
         super().__init__()
+        self.activation_checkpointing = activation_checkpointing
         names = ["res2", "res3", "res4", "res5"]
         unknown = set(out_features) - set(names)
         if unknown:
@@ -159,7 +166,10 @@ class MixVisionTransformer(Backbone):
         for i, name in enumerate(("res2", "res3", "res4", "res5"), start=1):
             x, h, w = getattr(self, f"patch_embed{i}")(x)
             for block in getattr(self, f"block{i}"):
-                x = block(x, h, w)
+                if self.activation_checkpointing and torch.is_grad_enabled():
+                    x = checkpointed(block, x, h, w)
+                else:
+                    x = block(x, h, w)
             x = getattr(self, f"norm{i}")(x)
             x = x.transpose(1, 2).reshape(x.shape[0], -1, h, w)
             if name in self._out_features:
@@ -207,4 +217,5 @@ def build_mit_backbone(cfg, input_shape: ShapeSpec) -> MixVisionTransformer:
         attn_drop_rate=cfg.MODEL.MIT.ATTN_DROP_RATE,
         drop_path_rate=cfg.MODEL.MIT.DROP_PATH_RATE,
         out_features=cfg.MODEL.MIT.OUT_FEATURES,
+        activation_checkpointing=cfg.MODEL.MIT.ACTIVATION_CHECKPOINTING,
     )

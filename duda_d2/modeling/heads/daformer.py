@@ -17,6 +17,7 @@ from detectron2.config import configurable
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 
+from ..activation_checkpoint import checkpointed
 from .common import LevelEmbedding, check_in_features, conv_bn_relu
 
 __all__ = ["DAFormerHead", "ASPPFusion", "build_fusion", "FUSIONS"]
@@ -72,9 +73,14 @@ class DAFormerHead(nn.Module):
     @configurable
     def __init__(self, input_shape: Dict[str, ShapeSpec], in_features: List[str],
                  num_classes: int, embed_dim: int = 256, dropout: float = 0.1,
-                 fusion: str = "aspp_dw", aspp_dilations: Sequence[int] = (1, 6, 12, 18)):
+                 fusion: str = "aspp_dw", aspp_dilations: Sequence[int] = (1, 6, 12, 18),
+                 activation_checkpointing: bool = False):
+        """``activation_checkpointing``: recompute the context fusion in the backward pass
+        instead of keeping its activations (the ASPP branches at stride 4 hold most of the
+        head's memory)."""
         super().__init__()
         check_in_features("DAFormerHead", in_features, input_shape)
+        self.activation_checkpointing = activation_checkpointing
         self.embed = LevelEmbedding(input_shape, in_features, embed_dim)
         self.fuse = build_fusion(fusion, embed_dim * len(in_features), embed_dim, aspp_dilations)
         self.dropout = nn.Dropout2d(dropout)
@@ -86,9 +92,14 @@ class DAFormerHead(nn.Module):
         return {"input_shape": input_shape, "in_features": head.IN_FEATURES,
                 "num_classes": head.NUM_CLASSES, "embed_dim": head.EMBED_DIM,
                 "dropout": head.DROPOUT, "fusion": head.FUSION,
-                "aspp_dilations": head.ASPP_DILATIONS}
+                "aspp_dilations": head.ASPP_DILATIONS,
+                "activation_checkpointing": head.ACTIVATION_CHECKPOINTING}
 
     def forward(self, features: Dict[str, torch.Tensor]) -> torch.Tensor:
         """Stride-4 logits (N, num_classes, H/4, W/4)."""
-        fused = self.fuse(torch.cat(self.embed(features), dim=1))
+        embedded = torch.cat(self.embed(features), dim=1)
+        if self.activation_checkpointing and torch.is_grad_enabled():
+            fused = checkpointed(self.fuse, embedded)
+        else:
+            fused = self.fuse(embedded)
         return self.linear_pred(self.dropout(fused))

@@ -86,8 +86,11 @@ class DUDA(SegmentorBase):
     @classmethod
     def large_network_config(cls, cfg):
         d = cfg.MODEL.DUDA
-        return sub_network_config(cfg, d.LARGE_NETWORK, d.LARGE_NETWORK_OPTS,
-                                  "MODEL.DUDA.LARGE_NETWORK")
+        opts = list(d.LARGE_NETWORK_OPTS)
+        if d.LARGE_ACTIVATION_CHECKPOINTING:
+            opts += ["MODEL.MIT.ACTIVATION_CHECKPOINTING", True,
+                     "MODEL.SEM_SEG_HEAD.ACTIVATION_CHECKPOINTING", True]
+        return sub_network_config(cfg, d.LARGE_NETWORK, opts, "MODEL.DUDA.LARGE_NETWORK")
 
     @classmethod
     def from_config(cls, cfg) -> dict:

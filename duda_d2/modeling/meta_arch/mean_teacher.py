@@ -19,6 +19,7 @@ from torch import nn
 from ...uda.augment import COINS, StrongAugmentation
 from ...uda.ema import ema_alpha, ema_update
 from ...uda.losses import feature_distance_loss
+from ...uda.precision import PRECISIONS, autocast_to, float_outputs
 from ...uda.masking import block_mask
 from ...uda.mix import CLASS_POOLS
 from ...uda.teacher import frozen_copy, teacher_mode
@@ -59,6 +60,8 @@ class SelfTrainingSettings:
     mic_mode: str = "separatetrgaug"
     inference_network: str = "student"
     debug_period: int = 0
+    teacher_autocast: str = ""
+    fd_reference_autocast: str = ""
 
     @classmethod
     def from_config(cls, cfg) -> "SelfTrainingSettings":
@@ -74,7 +77,8 @@ class SelfTrainingSettings:
             fd_lambda=u.FD_LAMBDA, fd_classes=tuple(u.FD_CLASSES), fd_purity=u.FD_PURITY,
             mic_lambda=u.MIC_LAMBDA, mic_mask_ratio=u.MIC_MASK_RATIO,
             mic_block_size=u.MIC_BLOCK_SIZE, mic_mode=u.MIC_MODE,
-            inference_network=u.INFERENCE_NETWORK, debug_period=u.DEBUG_PERIOD)
+            inference_network=u.INFERENCE_NETWORK, debug_period=u.DEBUG_PERIOD,
+            teacher_autocast=u.TEACHER_AUTOCAST, fd_reference_autocast=u.FD_REFERENCE_AUTOCAST)
         settings.validate()
         return settings
 
@@ -83,7 +87,9 @@ class SelfTrainingSettings:
                    "PSEUDO_WEIGHT_MODE": (self.pseudo_labels.weight_mode, ("batch", "pixel")),
                    "MIC_MODE": (self.mic_mode, MIC_MODES),
                    "AUGMENTATION_COIN": (self.augmentation_coin, COINS),
-                   "CLASSMIX_CLASSES": (self.classmix_classes, CLASS_POOLS)}
+                   "CLASSMIX_CLASSES": (self.classmix_classes, CLASS_POOLS),
+                   "TEACHER_AUTOCAST": (self.teacher_autocast, tuple(PRECISIONS)),
+                   "FD_REFERENCE_AUTOCAST": (self.fd_reference_autocast, tuple(PRECISIONS))}
         for key, (value, allowed) in choices.items():
             if value not in allowed:
                 raise ValueError(f"MODEL.UDA.{key}={value!r}; use one of {list(allowed)}")
@@ -134,9 +140,10 @@ class MeanTeacherPair(nn.Module):
 
     def teacher_outputs(self, target_images: torch.Tensor) -> Dict[str, torch.Tensor]:
         """The teacher's outputs on the clean target, at full resolution (no gradients)."""
-        with teacher_mode(self.teacher, self.settings.teacher_bn):
-            return self.task.full_resolution(self.teacher(target_images),
-                                             target_images.shape[-2:])
+        with teacher_mode(self.teacher, self.settings.teacher_bn), \
+                autocast_to(self.settings.teacher_autocast, target_images.device):
+            outputs = self.teacher(target_images)
+        return self.task.full_resolution(float_outputs(outputs), target_images.shape[-2:])
 
     def pseudo_targets(self, teacher_outputs: Dict[str, torch.Tensor]) -> DenseTargets:
         return self.task.pseudo_targets(teacher_outputs, self.settings.pseudo_labels)
@@ -174,8 +181,9 @@ class MeanTeacherPair(nn.Module):
         if self.imagenet_reference is not None:
             s = self.settings
             name = list(features)[-1]
-            with torch.no_grad():
-                reference = self.imagenet_reference.eval()(batch.source_images)[name]
+            with torch.no_grad(), autocast_to(s.fd_reference_autocast,
+                                              batch.source_images.device):
+                reference = self.imagenet_reference.eval()(batch.source_images)[name].float()
             losses["loss_fd"] = s.fd_lambda * feature_distance_loss(
                 features[name], reference, self.task.class_map(batch.source_targets),
                 s.fd_classes, self.task.num_classes, s.fd_purity, self.task.ignore_value)
