@@ -179,8 +179,12 @@ def add_distillation_config(cfg: CN) -> CN:
     # Activation checkpointing of the large networks (sets MODEL.MIT.ACTIVATION_CHECKPOINTING
     # and MODEL.SEM_SEG_HEAD.ACTIVATION_CHECKPOINTING of the large network's config, whatever
     # LARGE_NETWORK_OPTS say): the large student's encoder blocks and context fusion are
-    # recomputed in the backward pass.
-    cfg.MODEL.DUDA.LARGE_ACTIVATION_CHECKPOINTING = False
+    # recomputed in the backward pass; the numbers do not change. On by default: at the paper's
+    # size (crop 512, 2 + 2, MiT-B5/DAFormer pair, B0 student, FD and MIC) DUDA then peaks at
+    # 0.64x the memory of plain single-pair self-training for 1.13x its step time
+    # (tools/benchmark_train.py, README "Training cost"). The CPU-sized synthetic configs,
+    # where memory is no concern, switch it off.
+    cfg.MODEL.DUDA.LARGE_ACTIVATION_CHECKPOINTING = True
     # Gradual distillation beta(t): 0 for PRE_ADAPTATION_ITERS, then up to BETA_MAX over
     # RAMP_ITERS ("linear", "cosine", or "constant" = a step). -1 = a quarter of MAX_ITER.
     cfg.MODEL.DUDA.PRE_ADAPTATION_ITERS = -1

@@ -118,3 +118,16 @@ def test_teacher_autocast_changes_pseudo_labels_little_and_is_validated():
             assert losses_b[k] == pytest.approx(losses_a[k], rel=0.05, abs=1e-3), k
     with pytest.raises(ValueError, match="TEACHER_AUTOCAST"):
         build_model(config(CONFIG, *TINY, "MODEL.UDA.TEACHER_AUTOCAST", "half"))
+
+
+def test_checkpointing_is_the_default_of_the_paper_configs_not_of_the_cpu_ones():
+    from duda_d2 import load_config
+    from helpers import REPO
+    import os
+
+    for name, expected in (("configs/gta2cs/duda.yaml", True),
+                           ("configs/cs2acdc/duda.yaml", True),
+                           ("configs/synthetic/duda.yaml", False),
+                           ("configs/synthetic_panoptic/duda.yaml", False)):
+        cfg = load_config(os.path.join(REPO, name))
+        assert cfg.MODEL.DUDA.LARGE_ACTIVATION_CHECKPOINTING is expected, name

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU check of the training cost (one short script for a lent GPU, ~6 minutes on an H100):
+# GPU check of the training cost (one short script for a lent GPU, ~12 minutes on an H100):
 #  1. tools/benchmark_train.py at 512x512 crops, batch 2+2, AMP: self-training with the
 #     MiT-B5/DAFormer pair vs DUDA (same pair + MiT-B0 student), per-stage backward on and off;
 #  2. a short real-size DUDA training (512 crops, AMP) on the synthetic data, evaluated;
@@ -7,6 +7,8 @@
 #  3. several processes: with >= 2 GPUs, benchmark_train.py with 1 and 2 processes (NCCL,
 #     DistributedDataParallel per network) with and without MODEL.SYNC_BN; with one GPU, a
 #     short MODEL.SYNC_BN training in one process (the SyncBatchNorm path, CUDA only).
+#  4. the memory levers of tools/benchmark_memory.sh (fp32), the default DUDA vs self-training
+#     under AMP, and the EMA update loop vs multi-tensor (tools/benchmark_ema.py).
 # Weight files are not needed (random initialisation); the synthetic data is generated if
 # missing. Usage: tools/gpu_check.sh [PRECISION=bfloat16|float16] [ITERS=100]
 set -euo pipefail
@@ -74,3 +76,13 @@ else
   grep -o "sem_seg/mIoU[^,]*" "$OUT/metrics.json" | tail -1 || true
   echo "SyncBatchNorm training: ok"
 fi
+
+echo "== 4. memory levers (issue 16): one row each, DUDA and self-training, crop 512, 2+2, fp32"
+# The same rows as README's CPU table (CUDA max allocated), then the defaults under AMP.
+tools/benchmark_memory.sh 5 2
+"$PY" tools/benchmark_train.py --crop 512 --batch 2 --warmup 3 --steps 5 --rounds 1 \
+  --output-dir output/gpu_check/benchmark_memory_amp \
+  --config-file configs/gta2cs/self_training.yaml \
+  --config-file configs/gta2cs/duda.yaml \
+  --opts "${AMP[@]}"
+"$PY" tools/benchmark_ema.py --device cuda
