@@ -1,8 +1,14 @@
 #!/usr/bin/env python
-"""Convert ImageNet-pretrained MiT (SegFormer encoder) weights into this project's backbone keys.
+"""Convert ImageNet-pretrained encoder weights into this project's backbone keys.
 
     python tools/convert_pretrained.py mit_b0.pth pretrained/mit_b0_d2.pth
     python tools/convert_pretrained.py nvidia-mit-b2/model.safetensors out/mit_b2.pth --variant b2
+    python tools/convert_pretrained.py resnet101-cd907fc2.pth pretrained/resnet101_d2.pth
+
+ResNets: torchvision's ``resnet50/101/152`` files and timm's ``resnet*`` checkpoints
+(``pytorch_model.bin`` / ``model.safetensors``) become Detectron2 ResNet keys for
+``build_dilated_resnet_backbone`` (``duda_d2.modeling.backbone.resnet_convert``; build with
+``MODEL.RESNETS.STRIDE_IN_1X1 False``).
 
 Reads the official SegFormer release (``mit_b*.pth``) or HuggingFace ``nvidia/mit-b*``
 (``pytorch_model.bin`` / ``model.safetensors``), detects the layout and the variant, and writes
@@ -22,6 +28,10 @@ import torch
 from duda_d2.modeling.backbone.mit_convert import (
     convert_state_dict,
     load_state_dict_file,
+)
+from duda_d2.modeling.backbone.resnet_convert import (
+    convert_resnet_state_dict,
+    is_resnet_checkpoint,
 )
 from duda_d2.utils.atomic_files import atomic_write_bytes
 
@@ -54,7 +64,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     try:
         state_dict = load_state_dict_file(args.input)
-        converted, report = convert_state_dict(state_dict, args.variant)
+        if is_resnet_checkpoint(state_dict):
+            if args.variant:
+                raise ValueError(f"--variant {args.variant} names a MiT, but '{args.input}' is "
+                                 f"a ResNet checkpoint (its depth is read from its blocks)")
+            converted, report = convert_resnet_state_dict(state_dict)
+        else:
+            converted, report = convert_state_dict(state_dict, args.variant)
     except (FileNotFoundError, ValueError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -70,8 +86,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 1
     for line in problems:
         print(f"warning: {line}")
-    save_converted(args.output, converted, args.input, report.variant)
-    print(f"wrote {len(converted)} tensors (MiT-{report.variant}) to {args.output}")
+    name = f"{report.architecture}-{report.variant}"
+    save_converted(args.output, converted, args.input,
+                   report.variant if report.architecture == "MiT" else name)
+    print(f"wrote {len(converted)} tensors ({name}) to {args.output}")
     return 0
 
 

@@ -29,6 +29,7 @@ __all__ = [
     "detect_format",
     "huggingface_target",
     "infer_variant",
+    "resolve_variant",
     "load_state_dict_file",
     "target_shapes",
     "unwrap_state_dict",
@@ -81,6 +82,8 @@ class ConversionReport:
     missing_target: List[str] = field(default_factory=list)
     # (target key, source key(s), shape found, shape expected)
     shape_mismatches: List[Tuple[str, str, str, Tuple[int, ...]]] = field(default_factory=list)
+    # the family the variant belongs to, for messages ("MiT-b0", "ResNet-101")
+    architecture: str = "MiT"
 
     @property
     def ok(self) -> bool:
@@ -93,13 +96,14 @@ class ConversionReport:
         lines += [f"missing target key '{k}': no source tensor maps to it"
                   for k in self.missing_target]
         lines += [f"shape mismatch for '{t}' (from {s}): checkpoint {got}, "
-                  f"MiT-{self.variant} expects {list(want)}"
+                  f"{self.architecture}-{self.variant} expects {list(want)}"
                   for t, s, got, want in self.shape_mismatches]
         return lines
 
     def summary(self) -> str:
         """A short human-readable account: counts, dropped keys grouped by reason."""
-        lines = [f"source layout: {self.source_format}, variant: MiT-{self.variant}, "
+        lines = [f"source layout: {self.source_format}, "
+                 f"variant: {self.architecture}-{self.variant}, "
                  f"{self.num_source} source tensors",
                  f"converted {len(self.converted)} tensors"]
         by_reason: Dict[str, List[str]] = {}
@@ -248,6 +252,24 @@ def infer_variant(shapes: Mapping[str, Tuple[int, ...]]) -> Tuple[Optional[str],
     return None, found
 
 
+def resolve_variant(requested, inferred, known, family: str, found: str, unknown_hint: str):
+    """The variant to convert to: ``requested`` if given (it must be one of ``known`` and agree
+    with ``inferred``, what the tensors say), else ``inferred``; ValueError otherwise. ``found``
+    describes the checkpoint and ``unknown_hint`` ends the can't-infer message."""
+    if requested is None:
+        if inferred is None:
+            raise ValueError(f"cannot infer the {family} variant: the checkpoint has {found}, "
+                             f"which {unknown_hint}.")
+        return inferred
+    if requested not in known:
+        raise ValueError(f"unknown {family} variant {requested!r}; choose one of "
+                         f"{sorted(known)}")
+    if inferred is not None and inferred != requested:
+        raise ValueError(f"the checkpoint is {family}-{inferred} ({found}), not "
+                         f"{family}-{requested} as requested")
+    return requested
+
+
 def convert_state_dict(state_dict: Mapping[str, Any], variant: Optional[str] = None
                        ) -> Tuple[Dict[str, torch.Tensor], ConversionReport]:
     """Rename a SegFormer/HuggingFace MiT state dict to this project's backbone keys.
@@ -306,18 +328,10 @@ def convert_state_dict(state_dict: Mapping[str, Any], variant: Optional[str] = N
         assembled[name] = (sources, torch.cat([k, v], dim=0))
 
     inferred, found = infer_variant({n: tuple(t.shape) for n, (_, t) in assembled.items()})
-    if variant is None:
-        if inferred is None:
-            known = "; ".join(f"{n}: dims {list(s.embed_dims)} depths {list(s.depths)}"
-                              for n, s in MIT_SPECS.items())
-            raise ValueError(f"cannot infer the MiT variant: the checkpoint has {found}, which "
-                             f"matches none of {known}. Pass --variant to convert anyway.")
-        variant = inferred
-    elif variant not in MIT_SPECS:
-        raise ValueError(f"unknown MiT variant {variant!r}; choose one of {sorted(MIT_SPECS)}")
-    elif inferred is not None and inferred != variant:
-        raise ValueError(f"the checkpoint is MiT-{inferred} ({found}), not MiT-{variant} "
-                         f"as requested")
+    known = "; ".join(f"{n}: dims {list(s.embed_dims)} depths {list(s.depths)}"
+                      for n, s in MIT_SPECS.items())
+    variant = resolve_variant(variant, inferred, list(MIT_SPECS), "MiT", found,
+                              f"matches none of {known}. Pass --variant to convert anyway")
     report.variant = variant
 
     expected = target_shapes(variant)
