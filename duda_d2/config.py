@@ -56,6 +56,10 @@ def add_network_config(cfg: CN) -> CN:
     # Detectron2's ResNet (MODEL.RESNETS.*) with res4 dilated as well as res5: DeepLabV2 uses
     # RES4_DILATION 2 and RES5_DILATION 4 (output stride 8).
     cfg.MODEL.RESNETS.RES4_DILATION = 1
+    # Stem of the dilated ResNet: "basic" (one 7x7 convolution, torchvision's) or "deep" (three
+    # 3x3 convolutions of 32, 32, STEM_OUT_CHANNELS: the "V1c" stem of mmseg's resnet101_v1c,
+    # which DAFormer/HRDA/MIC's DeepLabV2 uses; Detectron2's DeepLabStem; timm's resnet*c).
+    cfg.MODEL.RESNETS.STEM_TYPE = "basic"
 
     # Several GPU processes: BatchNorm layers of the trained networks normalise with the
     # statistics of the whole global batch (torch.nn.SyncBatchNorm; CUDA only). Without it each

@@ -32,9 +32,10 @@ def _randomise_(model):
     return model.eval()
 
 
-def _ours(path, depth):
+def _ours(path, depth, stem="basic"):
     cfg = load_config(os.path.join(REPO, "configs/networks/deeplabv2_r101.yaml"), [
-        "MODEL.RESNETS.DEPTH", depth, "MODEL.RESNETS.RES4_DILATION", 1,
+        "MODEL.RESNETS.DEPTH", depth, "MODEL.RESNETS.STEM_TYPE", stem,
+        "MODEL.RESNETS.RES4_DILATION", 1,
         "MODEL.RESNETS.RES5_DILATION", 1,
         "MODEL.RESNETS.OUT_FEATURES", ["res2", "res3", "res4", "res5"]])
     backbone = build_dilated_resnet_backbone(cfg, ShapeSpec(channels=3))
@@ -70,6 +71,36 @@ def test_converted_resnet_gives_the_same_features(source, tmp_path, capsys):
     assert f"ResNet-{depth}" in printed and "unmatched: none" in printed
     assert "ImageNet classification head" in printed  # fc.* dropped, on purpose
     ours = _ours(out, depth)
+    x = torch.randn(1, 3, 64, 96, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        want, got = _reference_features(model, x), ours(x)
+    for name in ("res2", "res3", "res4", "res5"):
+        torch.testing.assert_close(got[name], want[name], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("layout", ["timm_resnet50c", "mmcv_v1c"])
+def test_the_deep_v1c_stem_converts_to_deeplab_stem_with_the_same_features(layout, tmp_path,
+                                                                          capsys):
+    """timm's resnet50c (deep stem 32-32-64, the same network as mmcv's ResNetV1c) is the
+    public reference; the mmcv/mmseg layout (``stem.{0,1,3,4,6,7}``, under ``backbone.``) is
+    the same tensors renamed as mmcv names them."""
+    model = _randomise_(timm.create_model("resnet50c", pretrained=False))
+    state = model.state_dict()
+    if layout == "mmcv_v1c":
+        names = {"conv1.0.": "stem.0.", "conv1.1.": "stem.1.", "conv1.3.": "stem.3.",
+                 "conv1.4.": "stem.4.", "conv1.6.": "stem.6.", "bn1.": "stem.7."}
+        state = {"backbone." + next((names[p] + k[len(p):] for p in names
+                                     if k.startswith(p)), k): v
+                 for k, v in state.items() if not k.startswith("fc.")}
+        state = {"state_dict": state, "meta": {}}
+    path = str(tmp_path / "v1c.pth")
+    torch.save(state, path)
+    out = str(tmp_path / "converted.pth")
+    assert convert_pretrained.main([path, out]) == 0
+    printed = capsys.readouterr().out
+    assert "deep V1c stem" in printed and "unmatched: none" in printed
+    ours = _ours(out, 50, stem="deep")
+    assert type(ours.stem).__name__ == "DeepLabStem"
     x = torch.randn(1, 3, 64, 96, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         want, got = _reference_features(model, x), ours(x)

@@ -9,9 +9,12 @@ from __future__ import annotations
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY
 from detectron2.modeling.backbone.resnet import BasicStem, BottleneckBlock, ResNet
+from detectron2.projects.deeplab.resnet import DeepLabStem
 
 __all__ = ["build_dilated_resnet_backbone"]
 
+# "deep": three 3x3 convolutions (out/2, out/2, out), the ResNet-V1c stem.
+STEMS = {"basic": BasicStem, "deep": DeepLabStem}
 _BLOCKS_PER_STAGE = {50: [3, 4, 6, 3], 101: [3, 4, 23, 3], 152: [3, 8, 36, 3]}
 
 
@@ -24,7 +27,10 @@ def build_dilated_resnet_backbone(cfg, input_shape: ShapeSpec) -> ResNet:
         raise ValueError(f"MODEL.RESNETS.DEPTH={r.DEPTH} unsupported by the dilated ResNet; "
                          f"use one of {sorted(_BLOCKS_PER_STAGE)}")
     dilations = [1, 1, r.RES4_DILATION, r.RES5_DILATION]
-    stem = BasicStem(input_shape.channels, r.STEM_OUT_CHANNELS, norm=r.NORM)
+    if r.STEM_TYPE not in STEMS:
+        raise ValueError(f"MODEL.RESNETS.STEM_TYPE={r.STEM_TYPE!r} unknown; use one of "
+                         f"{sorted(STEMS)}")
+    stem = STEMS[r.STEM_TYPE](input_shape.channels, r.STEM_OUT_CHANNELS, norm=r.NORM)
     in_channels, out_channels = r.STEM_OUT_CHANNELS, r.RES2_OUT_CHANNELS
     bottleneck = r.NUM_GROUPS * r.WIDTH_PER_GROUP
     stages = []

@@ -15,7 +15,12 @@ file has none)::
     layer{i}.{j}.downsample.1.*        res{i+1}.{j}.shortcut.norm.*
     fc.*                           dropped (the ImageNet classifier)
 
-Both put the stride of a bottleneck in its 3x3 convolution: build with
+Deep (V1c) stems -- mmcv/mmseg's ``resnet101_v1c`` (``stem.{0,1,3,4,6,7}``), which DAFormer,
+HRDA and MIC use for their DeepLabV2 rows, and timm's ``resnet*c`` (``conv1.{0,1,3,4,6}`` +
+``bn1``) -- map to Detectron2's ``DeepLabStem`` (``stem.conv{1,2,3}`` with their ``.norm``);
+build with ``MODEL.RESNETS.STEM_TYPE deep``.
+
+All put the stride of a bottleneck in its 3x3 convolution: build with
 ``MODEL.RESNETS.STRIDE_IN_1X1 False`` (the project's DeepLabV2 configs do). The dilations of
 ``RES4_DILATION`` / ``RES5_DILATION`` do not change any weight's shape, so the same file serves
 the dilated network. Every key and shape is checked against the network the config builds;
@@ -31,23 +36,47 @@ import torch
 from .mit_convert import ConversionReport, resolve_variant, unwrap_state_dict
 
 __all__ = ["is_resnet_checkpoint", "convert_resnet_state_dict", "resnet_target_shapes",
-           "infer_resnet_depth"]
+           "infer_resnet_depth", "stem_type"]
 
 TORCHVISION = "torchvision/timm ResNet"
 _BLOCKS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
 _BN = {"weight", "bias", "running_mean", "running_var", "num_batches_tracked"}
+_ANY_LAYER_RE = re.compile(r"(^|\.)layer[1-4]\.\d+\.conv[1-3]\.weight$")
 _LAYER_RE = re.compile(r"^layer([1-4])\.(\d+)\.(conv[1-3]|bn[1-3]|downsample\.[01])\.(\w+)$")
 
 
 def is_resnet_checkpoint(keys) -> bool:
-    """Whether ``keys`` look like a torchvision/timm ResNet (``layer1.0.conv1.weight``)."""
-    return any(_LAYER_RE.match(k) for k in keys)
+    """Whether ``keys`` look like a torchvision/timm/mmcv ResNet (``layer1.0.conv1.weight``,
+    possibly under a ``module.`` / ``backbone.`` prefix)."""
+    return any(_ANY_LAYER_RE.search(k) for k in keys)
 
 
-def _target(key: str) -> Tuple[Optional[str], str]:
+# Deep (V1c) stems: timm's resnet*c (conv1 = Sequential(conv, bn, relu, conv, bn, relu, conv),
+# then bn1) and mmcv/mmseg's ResNetV1c (stem = Sequential(conv, bn, relu) x 3).
+_DEEP_STEM = {"conv1.0.": "stem.conv1.", "conv1.1.": "stem.conv1.norm.",
+              "conv1.3.": "stem.conv2.", "conv1.4.": "stem.conv2.norm.",
+              "conv1.6.": "stem.conv3.", "bn1.": "stem.conv3.norm.",
+              "stem.0.": "stem.conv1.", "stem.1.": "stem.conv1.norm.",
+              "stem.3.": "stem.conv2.", "stem.4.": "stem.conv2.norm.",
+              "stem.6.": "stem.conv3.", "stem.7.": "stem.conv3.norm."}
+
+
+def stem_type(keys) -> str:
+    """"deep" for a three-convolution (V1c) stem (timm ``conv1.0.weight`` or mmcv
+    ``stem.0.weight``), else "basic"."""
+    return "deep" if any(k in ("conv1.0.weight", "stem.0.weight") for k in keys) else "basic"
+
+
+def _target(key: str, stem: str = "basic") -> Tuple[Optional[str], str]:
     """(Detectron2 key, '') or (None, why it is dropped / '' when unknown)."""
     if key.startswith("fc."):
         return None, "ImageNet classification head"
+    if stem == "deep":
+        prefix = next((p for p in _DEEP_STEM if key.startswith(p)), None)
+        if prefix is not None:
+            rest = key[len(prefix):]
+            ok = rest == "weight" if not _DEEP_STEM[prefix].endswith("norm.") else rest in _BN
+            return (_DEEP_STEM[prefix] + rest, "") if ok else (None, "")
     if key == "conv1.weight":
         return "stem.conv1.weight", ""
     if key.startswith("bn1.") and key[4:] in _BN:
@@ -78,8 +107,9 @@ def infer_resnet_depth(keys) -> Optional[int]:
     return next((d for d, b in _BLOCKS.items() if tuple(blocks) == b), None)
 
 
-def resnet_target_shapes(depth: int) -> Dict[str, Tuple[int, ...]]:
-    """Key -> shape of the Detectron2 ResNet-``depth`` this project builds (meta device)."""
+def resnet_target_shapes(depth: int, stem: str = "basic") -> Dict[str, Tuple[int, ...]]:
+    """Key -> shape of the Detectron2 ResNet-``depth`` with ``stem`` this project builds
+    (meta device)."""
     from detectron2.layers import ShapeSpec
 
     import os
@@ -89,8 +119,8 @@ def resnet_target_shapes(depth: int) -> Dict[str, Tuple[int, ...]]:
     from .dilated_resnet import build_dilated_resnet_backbone
 
     cfg = load_config(os.path.join(REPO_ROOT, "configs", "networks", "deeplabv2_r101.yaml"), [
-        "MODEL.RESNETS.DEPTH", depth, "MODEL.RESNETS.OUT_FEATURES", ["res2", "res3", "res4",
-                                                                     "res5"]])
+        "MODEL.RESNETS.DEPTH", depth, "MODEL.RESNETS.STEM_TYPE", stem,
+        "MODEL.RESNETS.OUT_FEATURES", ["res2", "res3", "res4", "res5"]])
     with torch.device("meta"):
         backbone = build_dilated_resnet_backbone(cfg, ShapeSpec(channels=3))
     return {k: tuple(v.shape) for k, v in backbone.state_dict().items()}
@@ -104,17 +134,20 @@ def convert_resnet_state_dict(state_dict: Mapping[str, Any], depth: Optional[int
     the tensors whose key and shape match, and a report (``report.ok`` False when anything did
     not match). ValueError when the depth cannot be determined."""
     state = unwrap_state_dict(state_dict)
-    if state and all(k.startswith("module.") for k in state):
-        state = {k[len("module."):]: v for k, v in state.items()}
+    for prefix in ("module.", "backbone."):  # DataParallel; an mmseg model's backbone
+        if state and all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items()}
     depth = resolve_variant(depth, infer_resnet_depth(list(state)), list(_BLOCKS), "ResNet",
                             "other blocks per stage", f"are none of {_BLOCKS}")
-    report = ConversionReport(source_format=TORCHVISION, variant=str(depth),
-                              num_source=len(state), architecture="ResNet")
-    expected = resnet_target_shapes(depth)
+    stem = stem_type(state)
+    report = ConversionReport(source_format=TORCHVISION + (" (deep V1c stem)" if stem == "deep"
+                                                           else ""),
+                              variant=str(depth), num_source=len(state), architecture="ResNet")
+    expected = resnet_target_shapes(depth, stem)
     converted: Dict[str, torch.Tensor] = {}
     sources: Dict[str, str] = {}
     for key, value in state.items():
-        target, why = _target(key)
+        target, why = _target(key, stem)
         if target is None:
             (report.dropped if why else report.unmatched_source).append(
                 (key, why or "not a torchvision/timm ResNet key"))
