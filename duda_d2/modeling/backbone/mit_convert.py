@@ -93,12 +93,20 @@ class ConversionReport:
     def problems(self) -> List[str]:
         """One line per unmatched source key, missing target key and shape mismatch."""
         lines = [f"unmatched source key '{k}': {why}" for k, why in self.unmatched_source]
-        lines += [f"missing target key '{k}': no source tensor maps to it"
+        lines += [f"missing target key '{k}': no source tensor maps to it{self.missing_hint(k)}"
                   for k in self.missing_target]
         lines += [f"shape mismatch for '{t}' (from {s}): checkpoint {got}, "
-                  f"{self.architecture}-{self.variant} expects {list(want)}"
+                  f"{self.expecting()} expects {list(want)}"
                   for t, s, got, want in self.shape_mismatches]
         return lines
+
+    def expecting(self) -> str:
+        """What the shapes are checked against, in messages ("MiT-b0", "ResNet-101")."""
+        return f"{self.architecture}-{self.variant}"
+
+    def missing_hint(self, target: str) -> str:
+        """Text appended to a missing target key's line (subclasses name its source)."""
+        return ""
 
     def summary(self) -> str:
         """A short human-readable account: counts, dropped keys grouped by reason."""

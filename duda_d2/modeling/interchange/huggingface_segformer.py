@@ -150,16 +150,10 @@ class InterchangeError(UserError, ValueError):
 class InterchangeReport(ConversionReport):
     """``ConversionReport`` of a whole network (targets ``backbone.*`` and ``head.*``)."""
 
-    def problems(self) -> List[str]:
-        """One line per unmatched source key, missing target key and shape mismatch."""
-        lines = [f"unmatched source key '{k}': {why}" for k, why in self.unmatched_source]
-        lines += [f"missing target key '{k}': no source tensor maps to it{self._expected(k)}"
-                  for k in self.missing_target]
-        lines += [f"shape mismatch for '{t}' (from {s}): checkpoint {got}, the network "
-                  f"expects {list(want)}" for t, s, got, want in self.shape_mismatches]
-        return lines
+    def expecting(self) -> str:
+        return "the network"
 
-    def _expected(self, target: str) -> str:
+    def missing_hint(self, target: str) -> str:
         """For an import, the Hugging Face key(s) a missing target is made of."""
         names = _hf_names(target) if self.source_format == HF_FORMAT else []
         return f" (expected {' + '.join(repr(n) for n in names)})" if names else ""

@@ -151,14 +151,8 @@ class MMSegConversionReport(ConversionReport):
     def source_layout(self) -> str:
         return self.source_format
 
-    def problems(self) -> List[str]:
-        """One line per unmatched source key, missing target key and shape mismatch."""
-        lines = [f"unmatched source key '{k}': {why}" for k, why in self.unmatched_source]
-        lines += [f"missing target key '{k}': no source tensor maps to it"
-                  for k in self.missing_target]
-        lines += [f"shape mismatch for '{t}' (from {s}): checkpoint {got}, the converted "
-                  f"network expects {list(want)}" for t, s, got, want in self.shape_mismatches]
-        return lines
+    def expecting(self) -> str:
+        return "the converted network"
 
     def summary(self) -> str:
         """ConversionReport's account, headed by the layout and the network converted."""
