@@ -72,3 +72,14 @@ def test_predict_writes_masks_and_overlays(tmp_path):
     palette = {tuple(c) for c in np.array(predict.cityscapes_sem_seg_metadata()["stuff_colors"])}
     assert {tuple(p) for p in mask.reshape(-1, 3)} <= palette
     assert (out / "frame1_overlay.png").is_file()
+
+
+def test_export_needs_no_file_that_the_checkpoint_replaces(tmp_path):
+    """The large pair's starting point (MODEL.DUDA.LARGE_NETWORK_WEIGHTS) and ImageNet weights
+    are overwritten by the trained checkpoint: an export works where those files are gone."""
+    _, weights = _trained_duda(tmp_path)
+    gone = ["MODEL.DUDA.LARGE_NETWORK_WEIGHTS", str(tmp_path / "moved" / "daformer.pth"),
+            "MODEL.BACKBONE.WEIGHTS", str(tmp_path / "moved" / "mit_b0.pth")]
+    paths = export_student.export(os.path.join(REPO, CONFIG), weights, str(tmp_path / "out"),
+                                  network="large_student", fmt="none", opts=[*TINY, *gone])
+    assert os.path.isfile(paths["weights"])
