@@ -4,11 +4,19 @@
     python tools/convert_pretrained.py mit_b0.pth pretrained/mit_b0_d2.pth
     python tools/convert_pretrained.py nvidia-mit-b2/model.safetensors out/mit_b2.pth --variant b2
     python tools/convert_pretrained.py resnet101-cd907fc2.pth pretrained/resnet101_d2.pth
+    python tools/convert_pretrained.py mobilenetv3_large_100.ra_in1k/model.safetensors \
+        pretrained/mobilenetv3_large_100_d2.pth --timm-model mobilenetv3_large_100
 
 ResNets: torchvision's ``resnet50/101/152`` files and timm's ``resnet*`` checkpoints
 (``pytorch_model.bin`` / ``model.safetensors``) become Detectron2 ResNet keys for
 ``build_dilated_resnet_backbone`` (``duda_d2.modeling.backbone.resnet_convert``; build with
 ``MODEL.RESNETS.STRIDE_IN_1X1 False``).
+
+Any timm model (``--timm-model NAME``, or the ``architecture`` of the hub folder's
+``config.json`` when the keys are neither a ResNet's nor a MiT's): the hub file is loaded by timm's
+local-file mechanism into ``build_timm_backbone``'s body for ``--timm-out-features`` and checked
+strictly (``duda_d2.modeling.backbone.timm_checkpoint``). ``MODEL.BACKBONE.WEIGHTS`` also takes
+the hub file itself; converting checks it once, ahead of training.
 
 Reads the official SegFormer release (``mit_b*.pth``) or HuggingFace ``nvidia/mit-b*``
 (``pytorch_model.bin`` / ``model.safetensors``), detects the layout and the variant, and writes
@@ -27,12 +35,15 @@ import torch
 
 from duda_d2.modeling.backbone.mit_convert import (
     convert_state_dict,
+    detect_format,
     load_state_dict_file,
 )
 from duda_d2.modeling.backbone.resnet_convert import (
     convert_resnet_state_dict,
     is_resnet_checkpoint,
 )
+from duda_d2.modeling.backbone.timm_backbone import DEFAULT_OUT_FEATURES, TimmBackbone
+from duda_d2.modeling.backbone.timm_checkpoint import hub_architecture
 from duda_d2.utils.atomic_files import atomic_write_bytes
 
 AUTHOR = "duda_d2.convert_pretrained"
@@ -42,14 +53,22 @@ VARIANTS = ("b0", "b1", "b2", "b3", "b4", "b5")
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     """Command-line arguments of the converter."""
     parser = argparse.ArgumentParser(
-        description="Convert SegFormer / HuggingFace MiT ImageNet weights to duda_d2 keys.")
+        description="Convert ImageNet encoder weights (SegFormer / HuggingFace MiT, torchvision / "
+                    "timm / mmcv ResNet, any timm model) to duda_d2 backbone keys.")
     parser.add_argument("input", help="mit_b*.pth, pytorch_model.bin or model.safetensors")
     parser.add_argument("output", help="converted checkpoint to write (.pth)")
     parser.add_argument("--variant", choices=VARIANTS, default=None,
                         help="MiT variant; inferred from the tensor shapes when omitted, "
                              "checked against them when given")
+    parser.add_argument("--timm-model", default=None, metavar="NAME",
+                        help="the timm model of a timm hub checkpoint (MODEL.TIMM.NAME); read from "
+                             "the config.json next to the input when omitted")
+    parser.add_argument("--timm-out-features", nargs="+", default=list(DEFAULT_OUT_FEATURES),
+                        metavar="RES", help="MODEL.TIMM.OUT_FEATURES of the backbone the file is "
+                                            "for (default: %(default)s)")
     parser.add_argument("--allow-unmatched", action="store_true",
-                        help="write the output even if keys are unmatched or shapes differ")
+                        help="write the output even if keys are unmatched or shapes differ (MiT and "
+                             "ResNet; a timm checkpoint is always loaded strictly)")
     return parser.parse_args(argv)
 
 
@@ -59,12 +78,31 @@ def save_converted(path: str, model: dict, source: str, variant: str) -> None:
     atomic_write_bytes(path, lambda f: torch.save(data, f))
 
 
+def _timm_architecture(path: str, state_dict: dict) -> Optional[str]:
+    """The hub config's architecture, for a file that is neither a ResNet nor a MiT."""
+    if is_resnet_checkpoint(state_dict):
+        return None
+    try:
+        detect_format(list(state_dict))
+        return None  # a MiT
+    except ValueError:
+        return hub_architecture(path)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Run the conversion; 0 on success, 1 on any error (nothing is written then)."""
     args = parse_args(argv)
     try:
         state_dict = load_state_dict_file(args.input)
-        if is_resnet_checkpoint(state_dict):
+        timm_model = args.timm_model or _timm_architecture(args.input, state_dict)
+        if timm_model:
+            if args.variant:
+                raise ValueError(f"--variant {args.variant} names a MiT; a timm checkpoint is "
+                                 f"described by --timm-model")
+            backbone = TimmBackbone(timm_model, out_features=args.timm_out_features)
+            report = backbone.load_timm_checkpoint(args.input)  # strict; raises on any mismatch
+            converted = backbone.state_dict()
+        elif is_resnet_checkpoint(state_dict):
             if args.variant:
                 raise ValueError(f"--variant {args.variant} names a MiT, but '{args.input}' is "
                                  f"a ResNet checkpoint (its depth is read from its blocks)")
@@ -87,6 +125,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     for line in problems:
         print(f"warning: {line}")
     name = f"{report.architecture}-{report.variant}"
+    if report.architecture == "timm":
+        name += f" ({' '.join(args.timm_out_features)})"
     save_converted(args.output, converted, args.input,
                    report.variant if report.architecture == "MiT" else name)
     print(f"wrote {len(converted)} tensors ({name}) to {args.output}")

@@ -5,6 +5,7 @@ import logging
 import os
 from typing import Dict, List, Optional, Tuple
 
+import safetensors.torch
 import torch
 from torch import nn
 
@@ -137,11 +138,23 @@ def load_backbone_weights(backbone: nn.Module, path: str) -> Tuple[List[str], Li
     key = "MODEL.BACKBONE.WEIGHTS"
     if not os.path.isfile(path):
         raise FileNotFoundError(
-            f"backbone weight file '{path}' ({key}) does not exist. Convert "
-            f"SegFormer's mit_b*.pth or HuggingFace nvidia/mit-b* checkpoints with "
-            f"`.venv/bin/python tools/convert_pretrained.py INPUT {path}`.")
-    checkpoint = _read_weight_file(path, key)
-    state = checkpoint.get("model", checkpoint)
+            f"backbone weight file '{path}' ({key}) does not exist. Convert the ImageNet "
+            f"checkpoint the config's comment names (SegFormer mit_b*.pth, a torchvision / "
+            f"mmcv ResNet, ...) with `.venv/bin/python tools/convert_pretrained.py INPUT {path}`; "
+            f"README section 'ImageNet weights' says where to download each file.")
+    if path.endswith(".safetensors"):  # e.g. a timm / Hugging Face hub file
+        try:
+            state = safetensors.torch.load_file(path, device="cpu")
+        except Exception as error:  # noqa: BLE001 - safetensors' own error type
+            raise ValueError(f"weight file '{path}' ({key}) is not a readable .safetensors file "
+                             f"({type(error).__name__}: {error})") from None
+    else:
+        checkpoint = _read_weight_file(path, key)
+        state = checkpoint.get("model", checkpoint)
+    if hasattr(backbone, "load_timm_checkpoint") and not backbone.is_own_checkpoint(state):
+        report = backbone.load_timm_checkpoint(path)  # timm's own loader, checked strictly
+        logger.info(f"loaded timm checkpoint {path}:\n{report.summary()}")
+        return [], []
     own = backbone.state_dict()
     wrong = [f"  {k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}"
              for k, v in state.items() if k in own and hasattr(v, "shape")

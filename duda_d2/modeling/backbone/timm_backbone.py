@@ -17,8 +17,10 @@ Naming rules
 * Only the features timm enables by default for ``features_only`` are considered (for most CNNs
   every stage; for ViTs the last blocks).
 
-Weights are never downloaded (``pretrained=False``); load converted ImageNet weights through
-``MODEL.BACKBONE.WEIGHTS`` instead.
+Weights are never downloaded (``pretrained=False``). ``MODEL.BACKBONE.WEIGHTS`` takes either a
+timm hub checkpoint the user downloaded (``model.safetensors`` / ``pytorch_model.bin``, loaded by
+timm's local-file mechanism and checked strictly: :mod:`.timm_checkpoint`) or a file of this
+backbone's own keys (``body.*``, e.g. written by ``tools/convert_pretrained.py --timm-model``).
 """
 from __future__ import annotations
 
@@ -32,6 +34,8 @@ import torch
 from torch import nn
 
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone, ShapeSpec
+
+from .timm_checkpoint import TimmCheckpointReport, load_timm_features
 
 __all__ = ["TimmBackbone", "build_timm_backbone", "stride_to_name"]
 
@@ -137,6 +141,7 @@ class TimmBackbone(Backbone):
         selected = sorted(requested, key=lambda f: available[f][0])
         out_indices = tuple(available[f][0] for f in selected)
         self.body = self._build(model_name, out_indices, in_chans, drop_path_rate)
+        self._out_indices, self._in_chans = out_indices, in_chans
 
         info = self.body.feature_info
         strides, channels = info.reduction(), info.channels()
@@ -165,6 +170,17 @@ class TimmBackbone(Backbone):
             logger.warning("timm model %s has no stochastic depth; ignoring drop_path_rate=%s",
                            name, drop_path_rate)
             return _create(name, **kwargs)
+
+    def is_own_checkpoint(self, state: Dict[str, torch.Tensor]) -> bool:
+        """Whether ``state`` already has this backbone's keys (``body.*``) rather than timm's."""
+        return bool(state) and all(k.startswith("body.") for k in state)
+
+    def load_timm_checkpoint(self, path: str) -> TimmCheckpointReport:
+        """Load the timm hub checkpoint ``path`` (timm's keys) into the body, strictly."""
+        body, report = load_timm_features(self.model_name, path, out_indices=self._out_indices,
+                                          in_chans=self._in_chans)
+        self.body.load_state_dict(body.state_dict(), strict=True)
+        return report
 
     def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
         """Feature maps ``{name: (N, C, H / stride, W / stride)}`` for the selected out features."""
