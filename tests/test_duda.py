@@ -145,3 +145,23 @@ def test_evaluates_the_small_student_by_default(synthetic_root, tmp_path):
     assert 0 <= results["sem_seg"]["mIoU"] <= 100
     cfg.MODEL.DUDA.INFERENCE_NETWORK = "teacher"
     assert build_model(cfg).inference_network().__class__.__name__ == "SegmentationNetwork"
+
+
+def test_the_large_pair_does_not_inherit_the_small_students_imagenet_file(tmp_path):
+    """MODEL.BACKBONE.WEIGHTS is the small student's file; the large networks take theirs from
+    MODEL.DUDA.LARGE_NETWORK(_OPTS) only (a B0 file would not fit a B1, or would silently
+    initialise a B0 large pair)."""
+    from duda_d2.modeling.meta_arch.duda import DUDA
+    small = build_model(config(CONFIG, *TINY, "MODEL.UDA.FD_RANDOM_REFERENCE", True)).small_student
+    weights = str(tmp_path / "b0.pth")
+    torch.save({"model": small.backbone.state_dict()}, weights)
+    cfg = config(CONFIG, *TINY, "MODEL.BACKBONE.WEIGHTS", weights)
+    assert DUDA.large_network_config(cfg).MODEL.BACKBONE.WEIGHTS == ""
+    with pytest.raises(ValueError, match="large networks"):  # FD has no ImageNet reference
+        build_model(config(CONFIG, *TINY, "MODEL.BACKBONE.WEIGHTS", weights,
+                           "MODEL.UDA.FD_LAMBDA", 0.005))
+    opts = ["MODEL.DUDA.LARGE_NETWORK_OPTS", ["MODEL.MIT.VARIANT", "b0",
+                                              "MODEL.SEM_SEG_HEAD.EMBED_DIM", "32",
+                                              "MODEL.BACKBONE.WEIGHTS", weights]]
+    assert DUDA.large_network_config(config(CONFIG, *TINY, *opts)).MODEL.BACKBONE.WEIGHTS == \
+        weights

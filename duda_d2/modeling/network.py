@@ -203,9 +203,15 @@ def resolve_config_path(path: str, key: str) -> str:
 
 def sub_network_config(cfg: CfgNode, config_file: str, opts, key: str) -> CfgNode:
     """``cfg`` with another network description merged in (for DUDA's large pair, extra
-    teachers): the file's MODEL keys, then ``opts``."""
+    teachers): the file's MODEL keys, then ``opts``.
+
+    ``MODEL.BACKBONE.WEIGHTS`` is not inherited: the main network's ImageNet file is for its own
+    backbone (a MiT-B0 file must not initialise a B5, nor a B0 large pair without saying so), so
+    a sub-network's comes from its file or ``opts`` only.
+    """
     sub = cfg.clone()
     sub.defrost()
+    sub.MODEL.BACKBONE.WEIGHTS = ""
     sub.merge_from_file(resolve_config_path(config_file, key))
     sub.merge_from_list(list(opts))
     return sub

@@ -109,6 +109,7 @@ def build_extra_teachers(cfg) -> List[SegmentationNetwork]:
     for i, (config_file, weights) in enumerate(zip(d.EXTRA_TEACHER_CONFIGS,
                                                    d.EXTRA_TEACHER_WEIGHTS)):
         key = f"MODEL.DUDA.EXTRA_TEACHER_CONFIGS[{i}]"
+        # Its whole weights follow: no ImageNet file is needed, even one its config names.
         sub = sub_network_config(cfg, config_file, ["MODEL.BACKBONE.WEIGHTS", ""], key)
         if sub.MODEL.TASK != cfg.MODEL.TASK:
             raise ValueError(f"{key}={config_file} describes a {sub.MODEL.TASK!r} network but "
