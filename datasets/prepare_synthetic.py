@@ -44,7 +44,8 @@ from duda_d2.data.datasets.file_check import file_problem  # noqa: E402
 from duda_d2.data.datasets.layout import dataset_root  # noqa: E402
 from duda_d2.data.datasets.panoptic_datasets import (  # noqa: E402
     SYNTHETIC_UDA_PANOPTIC, panoptic_split)
-from duda_d2.data.datasets.project_datasets import SYNTHETIC_UDA  # noqa: E402
+from duda_d2.data.datasets.project_datasets import (  # noqa: E402
+    SYNTHETIC_UDA, SYNTHETIC_UDA_PRETRAIN)
 from duda_d2.prep.command_line import (  # noqa: E402
     prepare_argument_parser, replaced_note, run_prepare_cli)
 from duda_d2.prep.panoptic_format import (  # noqa: E402
@@ -191,6 +192,52 @@ def prepare_synthetic(root: Optional[str] = None, nproc: Optional[int] = None,
     total = sum(params[split.count_key] for split in SPLITS)
     written = sum(parallel_map(_run_job, jobs, nproc or os.cpu_count() or 1, DATASET_DIR,
                                progress))
+    return {"scenes": total, "rendered": len(jobs), "skipped": total - len(jobs),
+            "files_written": written, "replaced": damaged}
+
+
+# --------------------------------------------------------------------------------------------
+# Source-style scenes for encoder pretraining (tools/pretrain_synthetic.py)
+# --------------------------------------------------------------------------------------------
+PRETRAIN_DIR = SYNTHETIC_UDA_PRETRAIN.folder
+# Scene seeds continue SPLITS' numbering: split index 3 is used by no benchmark split, so no
+# pretraining scene is a benchmark scene.
+PRETRAIN_SPLIT_INDEX = len(SPLITS)
+PRETRAIN_DEFAULTS = dict(seed=DEFAULTS["seed"], num_images=2400, height=DEFAULTS["height"],
+                         width=DEFAULTS["width"])
+
+
+def prepare_source_pretraining(root: Optional[str] = None, nproc: Optional[int] = None,
+                               progress: bool = True, **params) -> Dict[str, int]:
+    """Generate (or complete) ``<root>/synthetic_uda_pretrain/source``: source ("game") style
+    scenes only -- nothing of the target style is rendered -- with their train-id labels.
+
+    ``params`` override ``PRETRAIN_DEFAULTS``; ``MetaMismatchError`` if the folder was made with
+    other parameters. Returns the counts as ``prepare_synthetic``.
+    """
+    unknown = set(params) - set(PRETRAIN_DEFAULTS)
+    if unknown:
+        raise TypeError(f"unknown parameters: {sorted(unknown)}")
+    params = {**PRETRAIN_DEFAULTS, **params}
+    out_dir = os.path.join(dataset_root() if root is None else root, PRETRAIN_DIR)
+    _check_or_write_meta(out_dir, {"format_version": FORMAT_VERSION, "style": "source",
+                                   "classes": list(SYNTHETIC_CLASSES), **params})
+    image_dir, label_dir = (os.path.join(out_dir, f) for f in
+                            SYNTHETIC_UDA_PRETRAIN.split("synthetic_uda_source_pretrain").folders[0])
+    os.makedirs(image_dir, exist_ok=True)
+    os.makedirs(label_dir, exist_ok=True)
+    jobs, damaged = [], 0
+    for index in range(params["num_images"]):
+        paths = [os.path.join(d, f"{index:06d}.png") for d in (image_dir, label_dir)]
+        broken = [p for p in paths if _to_write(p)]
+        if broken:
+            damaged += sum(os.path.exists(p) for p in broken)
+            jobs.append(Job(*paths, scene_seed(params["seed"], PRETRAIN_SPLIT_INDEX, index),
+                            "source", params["height"], params["width"],
+                            DEFAULTS["strength"]))  # the strength shapes the target style only
+    written = sum(parallel_map(_run_job, jobs, nproc or os.cpu_count() or 1, PRETRAIN_DIR,
+                               progress))
+    total = params["num_images"]
     return {"scenes": total, "rendered": len(jobs), "skipped": total - len(jobs),
             "files_written": written, "replaced": damaged}
 

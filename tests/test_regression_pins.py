@@ -3,7 +3,8 @@
 A refactor must leave every logged loss and state the same (losses to 1e-6, weights' checksums
 to 1e-6 relative). A change that alters the numbers on purpose regenerates the pins in the same
 commit (``DUDA_UPDATE_PINS=1 pytest tests/test_regression_pins.py``) and says why.
-Pinned at: issue 11 (MIC/DAFormer fidelity, DDP), before the issue-12 redesign.
+Pinned at: issue 17 (UDA configs train on synthetic_uda_target_train_fit: the last sixth of
+target train is the held-out selection split); before that issue 11 (MIC/DAFormer fidelity, DDP).
 """
 import json
 import os

@@ -24,7 +24,7 @@ from typing import Collection, Dict, List, Optional, Sequence, Tuple, Type
 from .file_check import broken_files
 from ...utils.user_errors import UserError
 
-__all__ = ["DatasetNotFoundError", "DatasetFileError", "FolderPair", "Pair", "SplitLayout",
+__all__ = ["DatasetNotFoundError", "DatasetFileError", "FolderPair", "Pair", "SplitLayout", "SubsetLayout",
            "DatasetLayout", "dataset_root", "dataset_error", "require_folder", "iter_files",
            "list_split", "require_labels", "labels_without_images", "require_images",
            "require_whole_files", "check_split_files"]
@@ -59,6 +59,22 @@ class SplitLayout:
 
 
 @dataclass(frozen=True)
+class SubsetLayout:
+    """A registered part of a split: its records ``[start, stop)`` of the sorted listing, with
+    the bounds as fractions of the split's size (so that a smaller rendering splits alike)."""
+
+    name: str
+    split: str  # the split it is cut from
+    start: float  # fraction of the split's images, rounded down
+    stop: float
+    metadata: Dict = field(default_factory=dict)  # besides the split's own
+
+    def bounds(self, size: int) -> Tuple[int, int]:
+        """``[start, stop)`` indices of the records of a split of ``size`` images."""
+        return int(self.start * size), int(self.stop * size)
+
+
+@dataclass(frozen=True)
 class DatasetLayout:
     """A dataset under the dataset root, and how it is made.
 
@@ -76,6 +92,7 @@ class DatasetLayout:
     archives: Tuple[str, ...] = ()  # the downloads to extract into the dataset folder
     labels_from_prepare_script: bool = True  # False: the download ships the train-id labels
     metadata: Dict = field(default_factory=dict)  # every split's extra metadata
+    subsets: Tuple[SubsetLayout, ...] = ()  # registered parts of splits
 
     def split(self, name: str) -> SplitLayout:
         return next(s for s in self.splits if s.name == name)

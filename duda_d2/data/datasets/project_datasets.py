@@ -10,9 +10,9 @@ import os
 from typing import Tuple
 
 from .cityscapes_classes import SYNTHIA_13_CLASSES, SYNTHIA_16_CLASSES
-from .layout import DatasetLayout, SplitLayout
+from .layout import DatasetLayout, SplitLayout, SubsetLayout
 
-__all__ = ["SYNTHETIC_UDA", "GTA5", "SYNTHIA", "CITYSCAPES", "ACDC", "DARK_ZURICH",
+__all__ = ["SYNTHETIC_UDA", "SYNTHETIC_UDA_PRETRAIN", "GTA5", "SYNTHIA", "CITYSCAPES", "ACDC", "DARK_ZURICH",
            "PROJECT_DATASETS"]
 
 
@@ -23,11 +23,29 @@ def _synthetic_split(domain: str, split: str) -> SplitLayout:
                        image_id_prefix=f"{domain}_{split}_", has_rcs_stats=True)
 
 
+# The benchmark protocol (configs/benchmark/PROTOCOL.md) cuts the labelled target train split in
+# two: the first 5/6 is every UDA run's unlabelled target (``_fit``), the last 1/6 (100 of 600
+# images) the held-out split hyper-parameters are selected on, never trained on. Target val is
+# for the reported numbers only.
+HELDOUT_FRACTION = 1 / 6
 SYNTHETIC_UDA = DatasetLayout(
     title="synthetic", folder="synthetic_uda", image_suffix=".png", label_suffix=".png",
     prepare_script="datasets/prepare_synthetic.py",
     splits=(_synthetic_split("source", "train"), _synthetic_split("target", "train"),
-            _synthetic_split("target", "val")))
+            _synthetic_split("target", "val")),
+    subsets=(SubsetLayout("synthetic_uda_target_train_fit", "synthetic_uda_target_train",
+                          0.0, 1 - HELDOUT_FRACTION),
+             SubsetLayout("synthetic_uda_target_heldout", "synthetic_uda_target_train",
+                          1 - HELDOUT_FRACTION, 1.0, metadata={"selection_only": True})))
+
+# Source-style scenes of their own seeds, for encoder pretraining without the target domain
+# (tools/pretrain_synthetic.py renders them: datasets/prepare_synthetic.py's renderer).
+SYNTHETIC_UDA_PRETRAIN = DatasetLayout(
+    title="synthetic source pretraining", folder="synthetic_uda_pretrain", image_suffix=".png",
+    label_suffix=".png", prepare_script="tools/pretrain_synthetic.py",
+    splits=(SplitLayout("synthetic_uda_source_pretrain",
+                        (("source/images", "source/labels"),), metadata={"domain": "source"},
+                        image_id_prefix="source_pretrain_"),))
 
 GTA5 = DatasetLayout(
     title="GTA5", folder="gta5", image_suffix=".png", label_suffix="_labelTrainIds.png",
@@ -79,5 +97,5 @@ DARK_ZURICH = DatasetLayout(
     archives=("Dark_Zurich_train_anon.zip", "Dark_Zurich_val_anon.zip"),
     labels_from_prepare_script=False)
 
-PROJECT_DATASETS: Tuple[DatasetLayout, ...] = (SYNTHETIC_UDA, GTA5, SYNTHIA, CITYSCAPES, ACDC,
+PROJECT_DATASETS: Tuple[DatasetLayout, ...] = (SYNTHETIC_UDA, SYNTHETIC_UDA_PRETRAIN, GTA5, SYNTHIA, CITYSCAPES, ACDC,
                                                DARK_ZURICH)

@@ -82,3 +82,11 @@ def register_datasets() -> None:
                 return load_split_records(layout, name)
 
             replace_dataset(split.name, load, split_metadata(layout, split))
+        for subset in layout.subsets:
+            def load_subset(layout=layout, subset=subset):
+                records = load_split_records(layout, subset.split)
+                start, stop = subset.bounds(len(records))
+                return records[start:stop]
+
+            metadata = {**split_metadata(layout, layout.split(subset.split)), **subset.metadata}
+            replace_dataset(subset.name, load_subset, metadata)
