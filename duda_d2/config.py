@@ -244,6 +244,15 @@ def add_uda_data_config(cfg: CN) -> CN:
     # Labelled source and unlabelled target training sets of a UDA run (registered names).
     cfg.DATASETS.SOURCE_TRAIN = ()
     cfg.DATASETS.TARGET_TRAIN = ()
+    # Your own unlabelled images as data sets, "NAME=SPEC" each: SPEC is a folder (every image
+    # below it), a glob pattern or a .txt list of paths (duda_d2/data/datasets/image_folders.py).
+    # The NAMEs can then be used in TARGET_TRAIN or TEST (--eval-only writes predictions and
+    # overlays for a data set without labels). They share the source's class list.
+    cfg.DATASETS.IMAGE_FOLDERS = []
+    # --eval-only on a benchmark's test split (acdc_test, dark_zurich_test) writes the
+    # test server's submission archive; False: train ids, as DAFormer/HRDA/MIC submitted them;
+    # True: Cityscapes label ids.
+    cfg.TEST.SUBMISSION_LABEL_IDS = False
     # Images per iteration of each domain, summed over all processes (DAFormer: 2 + 2).
     cfg.DATALOADER.SOURCE_IMS_PER_BATCH = 2
     cfg.DATALOADER.TARGET_IMS_PER_BATCH = 2
@@ -368,7 +377,10 @@ def load_config(config_file: str, opts=()) -> CN:
     """Detectron2 defaults + the plugin's keys, then ``config_file``, then ``KEY VALUE`` opts."""
     from detectron2.config import get_cfg
 
+    from .data.datasets.image_folders import register_config_folders
+
     cfg = add_duda_config(get_cfg())
     cfg.merge_from_file(config_file)
     cfg.merge_from_list(list(opts))
+    register_config_folders(cfg)  # lazily: nothing is read until a data set is used
     return cfg

@@ -60,8 +60,10 @@ from detectron2.utils.visualizer import ColorMode, Visualizer
 
 from duda_d2 import load_config
 from duda_d2.data.datasets import cityscapes_sem_seg_metadata
+from duda_d2.data.datasets.image_folders import IMAGE_EXTENSIONS
 from duda_d2.data.mappers import build_test_augmentations
 from duda_d2.engine import AtomicCheckpointer
+from duda_d2.evaluation import write_mask_and_overlay
 from duda_d2.modeling.tasks import panoptic_dataset_name
 from duda_d2.utils.atomic_files import atomic_write_bytes
 
@@ -70,7 +72,7 @@ if os.path.dirname(os.path.abspath(__file__)) not in sys.path:
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from export_student import read_panoptic_info, with_exported_panoptic_metadata  # noqa: E402
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+IMAGE_SUFFIXES = IMAGE_EXTENSIONS
 
 
 def list_images(inputs: List[str]) -> List[str]:
@@ -132,12 +134,7 @@ class Predictor:
         return self.outputs(image)["panoptic_seg"][0].cpu().numpy().astype(np.int64)
 
 
-def save_visuals(image: np.ndarray, labels: np.ndarray, metadata, stem: str) -> None:
-    colours = np.array(metadata.stuff_colors, dtype=np.uint8)
-    mask = colours[np.clip(labels, 0, len(colours) - 1)]
-    Image.fromarray(mask).save(f"{stem}_mask.png")
-    overlay = Visualizer(image, metadata, instance_mode=ColorMode.IMAGE)
-    overlay.draw_sem_seg(labels, alpha=0.5).save(f"{stem}_overlay.png")
+save_visuals = write_mask_and_overlay  # the files --eval-only writes for unlabelled data too
 
 
 # ---------------------------------------------------------------------- panoptic results

@@ -21,7 +21,8 @@ from detectron2.utils.logger import setup_logger
 
 from ..data import build_sem_seg_test_loader, build_supervised_train_loader, build_uda_train_loader
 from ..data.loader import run_seed
-from ..evaluation import PANOPTIC_EVALUATOR_TYPES, UDAPanopticEvaluator, UDASemSegEvaluator
+from ..evaluation import (PANOPTIC_EVALUATOR_TYPES, PredictionWriter, UDAPanopticEvaluator,
+                          UDASemSegEvaluator)
 from . import solver
 from .checkpoint import AtomicCheckpointer
 from .hooks import SeedEachIterationHook, TeacherEMAHook, TrainingScheduleHook
@@ -132,6 +133,10 @@ class UDATrainer(DefaultTrainer):
         panoptic data set also PQ/SQ/RQ (``panoptic_seg/...``, predictions written under
         ``<output_folder>/panoptic/``) with the same subsets as mean PQ (``mPQ16``)."""
         output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+        if getattr(MetadataCatalog.get(dataset_name), "has_labels", True) is False:
+            # Your own images or a benchmark's test split: predictions as files, no scores.
+            return PredictionWriter(dataset_name, output_folder,
+                                    label_ids=cfg.TEST.SUBMISSION_LABEL_IDS)
         subsets = {}
         for name in list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.SOURCE_TRAIN):
             subsets.update(getattr(MetadataCatalog.get(name), "eval_class_subsets", {}) or {})

@@ -54,10 +54,16 @@ def _check_labels(dataset_dir: str, listing: Dict[str, List[Pair]], nproc: int, 
                                 f"'{os.path.abspath(dataset_dir)}' are invalid:\n  {shown}{more}")
 
 
+def indexed_splits(layout: DatasetLayout) -> List:
+    """The splits the prepare script checks: not the test splits (no labels, downloaded
+    separately; they are checked when ``--eval-only`` reads them)."""
+    return [s for s in layout.splits if not s.metadata.get("submission")]
+
+
 def _index(layout: DatasetLayout, listing: Dict[str, List[Pair]]) -> Dict:
     """The index: per split, the relative image/label paths and counts (also per folder)."""
     splits = {}
-    for split in layout.splits:
+    for split in indexed_splits(layout):
         pairs = listing[split.name]
         per_folder = {folder: sum(image.startswith(folder + os.sep) for image, _ in pairs)
                       for folder, _ in split.folders}
@@ -74,7 +80,7 @@ def check_and_index(layout: DatasetLayout, root: Optional[str] = None, nproc: in
     write ``<root>/<dataset>/index.json`` atomically; returns the index."""
     root = dataset_root() if root is None else root
     listing = {}
-    for split in layout.splits:
+    for split in indexed_splits(layout):
         listing[split.name] = list_split(layout, split, root)
         check_split_files(layout, split, root, listing[split.name])
     dataset_dir = layout.dataset_dir(root)

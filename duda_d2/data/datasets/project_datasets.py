@@ -12,8 +12,8 @@ from typing import Tuple
 from .cityscapes_classes import SYNTHIA_13_CLASSES, SYNTHIA_16_CLASSES
 from .layout import DatasetLayout, SplitLayout, SubsetLayout
 
-__all__ = ["SYNTHETIC_UDA", "SYNTHETIC_UDA_PRETRAIN", "GTA5", "SYNTHIA", "CITYSCAPES", "ACDC", "DARK_ZURICH",
-           "PROJECT_DATASETS"]
+__all__ = ["SYNTHETIC_UDA", "SYNTHETIC_UDA_PRETRAIN", "GTA5", "SYNTHIA", "CITYSCAPES", "ACDC",
+           "DARK_ZURICH", "PROJECT_DATASETS"]
 
 
 def _synthetic_split(domain: str, split: str) -> SplitLayout:
@@ -80,10 +80,19 @@ def _acdc_split(split: str) -> SplitLayout:
                                               for c in ("fog", "night", "rain", "snow")))
 
 
+# Test splits have no public labels: --eval-only writes the test server's submission archive
+# (duda_d2/evaluation/prediction_writer.py) instead of scores.
+def _test_split(name: str, folders, server: str) -> SplitLayout:
+    return SplitLayout(name, tuple((f, None) for f in folders),
+                       metadata={"has_labels": False, "submission": server})
+
+
 ACDC = DatasetLayout(
     title="ACDC", folder="acdc", image_suffix="_rgb_anon.png",
     label_suffix="_gt_labelTrainIds.png", prepare_script="datasets/prepare_acdc.py",
-    splits=(_acdc_split("train"), _acdc_split("val")),
+    splits=(_acdc_split("train"), _acdc_split("val"),
+            _test_split("acdc_test", [f"rgb_anon/{c}/test" for c in ("fog", "night", "rain",
+                                                                     "snow")], "ACDC")),
     download_url="https://acdc.vision.ee.ethz.ch/",
     archives=("rgb_anon_trainvaltest.zip", "gt_trainval.zip"), labels_from_prepare_script=False)
 
@@ -92,7 +101,8 @@ DARK_ZURICH = DatasetLayout(
     title="Dark Zurich", folder="dark_zurich", image_suffix="_rgb_anon.png",
     label_suffix="_gt_labelTrainIds.png", prepare_script="datasets/prepare_dark_zurich.py",
     splits=(SplitLayout("dark_zurich_train", (("rgb_anon/train/night", None),)),
-            SplitLayout("dark_zurich_val", (("rgb_anon/val/night", "gt/val/night"),))),
+            SplitLayout("dark_zurich_val", (("rgb_anon/val/night", "gt/val/night"),)),
+            _test_split("dark_zurich_test", ["rgb_anon/test/night"], "Dark Zurich")),
     download_url="https://www.trace.ethz.ch/publications/2019/GCMA_UIoU/",
     archives=("Dark_Zurich_train_anon.zip", "Dark_Zurich_val_anon.zip"),
     labels_from_prepare_script=False)
