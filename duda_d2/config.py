@@ -249,6 +249,10 @@ def add_uda_data_config(cfg: CN) -> CN:
     # The NAMEs can then be used in TARGET_TRAIN or TEST (--eval-only writes predictions and
     # overlays for a data set without labels). They share the source's class list.
     cfg.DATASETS.IMAGE_FOLDERS = []
+    # Your own labelled data sets with their own class list, "NAME=FOLDER" each, FOLDER written
+    # by datasets/prepare_labelled_folder.py (duda_d2/data/datasets/labelled_folders.py). Every
+    # data set of a run must share one class list, of MODEL.SEM_SEG_HEAD.NUM_CLASSES classes.
+    cfg.DATASETS.LABELLED_FOLDERS = []
     # --eval-only on a benchmark's test split (acdc_test, dark_zurich_test) writes the
     # test server's submission archive; False: train ids, as DAFormer/HRDA/MIC submitted them;
     # True: Cityscapes label ids.
@@ -374,13 +378,18 @@ def add_duda_config(cfg: CN) -> CN:
 
 
 def load_config(config_file: str, opts=()) -> CN:
-    """Detectron2 defaults + the plugin's keys, then ``config_file``, then ``KEY VALUE`` opts."""
+    """Detectron2 defaults + the plugin's keys, then ``config_file``, then ``KEY VALUE`` opts;
+    registers the config's own data sets (``DATASETS.LABELLED_FOLDERS``, ``IMAGE_FOLDERS``)."""
     from detectron2.config import get_cfg
 
     from .data.datasets.image_folders import register_config_folders
+    from .data.datasets.labelled_folders import register_config_labelled_folders
 
     cfg = add_duda_config(get_cfg())
     cfg.merge_from_file(config_file)
     cfg.merge_from_list(list(opts))
-    register_config_folders(cfg)  # lazily: nothing is read until a data set is used
+    # Your own data sets (lazily: nothing but a prepared folder's description is read here);
+    # labelled first, so that an image folder takes the class list of the run's source.
+    register_config_labelled_folders(cfg)
+    register_config_folders(cfg)
     return cfg

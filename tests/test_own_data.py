@@ -152,3 +152,102 @@ def test_prepare_scripts_do_not_require_the_test_splits():
     assert [s.name for s in indexed_splits(DARK_ZURICH)] == ["dark_zurich_train",
                                                              "dark_zurich_val"]
     assert config("configs/synthetic/duda.yaml").TEST.SUBMISSION_LABEL_IDS is False
+
+
+# ------------------------------------------------------------ your own labelled source
+CLASS_MAP = os.path.join(REPO, "datasets", "examples", "synthetic_7_classes.json")
+
+
+def _prepare(root, domain_split, output, domain="source", class_map=CLASS_MAP):
+    from helpers import load_dataset_script
+    prepare = load_dataset_script("prepare_labelled_folder")
+    base = os.path.join(root, "synthetic_uda", *domain_split.split("/"))
+    return prepare.prepare_labelled_folder(
+        os.path.join(base, "images"), os.path.join(base, "labels"), class_map, output,
+        domain=domain, nproc=1, progress=False)
+
+
+def test_a_class_map_merges_the_source_ids_and_counts_the_classes(synthetic_root, tmp_path):
+    out = str(tmp_path / "seven")
+    description = _prepare(synthetic_root, "source/train", out)
+    assert description["classes"] == ["flat", "construction", "object", "nature", "sky",
+                                      "human", "vehicle"]
+    with open(CLASS_MAP) as f:
+        table = {sid: index for index, c in enumerate(__import__("json").load(f)["classes"])
+                 for sid in c["source_ids"]}
+    stats = __import__("json").load(open(os.path.join(out, "rcs_stats.json")))
+    assert stats["num_classes"] == 7 and len(stats["images"]) == 8
+    for item in description["items"]:
+        source = np.asarray(Image.open(os.path.join(synthetic_root, "synthetic_uda", "source",
+                                                    "train", "labels", item["image"])))
+        mapped = np.asarray(Image.open(os.path.join(out, item["label"])))
+        expected = np.vectorize(lambda v: table.get(int(v), 255))(source)
+        np.testing.assert_array_equal(mapped, expected)
+        counts = {int(k): v for k, v in stats["images"][item["label"]].items()}
+        assert counts == {c: int((mapped == c).sum()) for c in range(7) if (mapped == c).any()}
+    # A second run reuses the labels; another class map into the same folder is refused.
+    assert _prepare(synthetic_root, "source/train", out) == description
+    other = tmp_path / "other.json"
+    other.write_text('{"classes": [{"name": "road", "source_ids": [0]}]}')
+    with pytest.raises(ValueError, match="another class list"):
+        _prepare(synthetic_root, "source/train", out, class_map=str(other))
+
+
+@pytest.mark.parametrize("text,error", [
+    ('{"classes": []}', "non-empty"),
+    ('{"classes": [{"name": "a", "source_ids": [1]}, {"name": "b", "source_ids": [1]}]}',
+     "mapped to both 'a' and 'b'"),
+    ('{"classes": [{"name": "a", "source_ids": [70000]}]}', "not 0..65535")])
+def test_a_bad_class_map_is_named(text, error, synthetic_root, tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text(text)
+    with pytest.raises(ValueError, match=error):
+        _prepare(synthetic_root, "source/train", str(tmp_path / "out"), class_map=str(bad))
+
+
+def test_the_7_class_worked_example_trains_and_evaluates(synthetic_root, tmp_path):
+    """configs/synthetic/own_data_7_classes.yaml as datasets/README.md runs it: own labelled
+    source with 7 classes, target from a folder, a labelled target val of the same classes."""
+    source, val = str(tmp_path / "synthetic7_source"), str(tmp_path / "synthetic7_val")
+    _prepare(synthetic_root, "source/train", source)
+    _prepare(synthetic_root, "target/val", val, domain="target")
+    target = os.path.join(synthetic_root, "synthetic_uda", "target", "train", "images", "*.png")
+    out = str(tmp_path / "run")
+    paths = ["DATASETS.LABELLED_FOLDERS", f"['synthetic7_source={source}', "
+                                          f"'synthetic7_val={val}']",
+             "DATASETS.IMAGE_FOLDERS", f"['synthetic7_target={target}']"]
+    results = _run("--config-file", os.path.join(REPO, "configs/synthetic/own_data_7_classes.yaml"),
+                   *TINY_RUN, *paths, "DATALOADER.SOURCE_IMS_PER_BATCH", "2",
+                   "DATALOADER.TARGET_IMS_PER_BATCH", "2", "DATALOADER.RCS.ENABLED", "True",
+                   "MODEL.DUDA.LARGE_NETWORK_OPTS", "['MODEL.MIT.VARIANT', 'b0']",
+                   "SOLVER.MAX_ITER", "2", "OUTPUT_DIR", out)
+    assert results is None  # the final evaluation is in metrics.json
+    metrics = {}
+    with open(os.path.join(out, "metrics.json")) as f:
+        for line in f:
+            metrics.update(__import__("json").loads(line))
+    assert {k for k in metrics if k.startswith("sem_seg/IoU-")} == {
+        f"sem_seg/IoU-{c}" for c in ("flat", "construction", "object", "nature", "sky", "human",
+                             "vehicle")}
+    assert MetadataCatalog.get("synthetic7_target").stuff_classes[0] == "flat"
+    # A data set of another class list, or NUM_CLASSES that is not 7: a clear error.
+    with pytest.raises(ValueError, match="do not share one class list"):
+        _run("--config-file", os.path.join(REPO, "configs/synthetic/own_data_7_classes.yaml"),
+             *TINY_RUN, *paths, "DATASETS.TEST", "('synthetic_uda_target_val',)",
+             "OUTPUT_DIR", str(tmp_path / "bad"))
+    with pytest.raises(ValueError, match=r"FD_CLASSES \[6, 7, 11.*do not have"):
+        _run("--config-file", os.path.join(REPO, "configs/synthetic/own_data_7_classes.yaml"),
+             *TINY_RUN, *paths, "MODEL.UDA.FD_LAMBDA", "0.005",
+             "OUTPUT_DIR", str(tmp_path / "bad3"))
+    with pytest.raises(ValueError, match="NUM_CLASSES is 19 but"):
+        _run("--config-file", os.path.join(REPO, "configs/synthetic/own_data_7_classes.yaml"),
+             *TINY_RUN, *paths, "MODEL.SEM_SEG_HEAD.NUM_CLASSES", "19",
+             "OUTPUT_DIR", str(tmp_path / "bad2"))
+
+
+def test_an_unprepared_labelled_folder_says_how_to_prepare_it(tmp_path):
+    cfg = config("configs/synthetic/own_data_7_classes.yaml", "DATASETS.LABELLED_FOLDERS",
+                 [f"mine={tmp_path / 'not_yet'}"], "DATASETS.SOURCE_TRAIN", ("mine",))
+    with pytest.raises(DatasetNotFoundError, match="prepare_labelled_folder.py --images"):
+        DatasetCatalog.get("mine")
+    assert cfg.DATASETS.SOURCE_TRAIN == ("mine",)

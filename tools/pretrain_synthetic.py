@@ -114,6 +114,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
+    os.makedirs(args.output_dir, exist_ok=True)  # before an hour of training, not after
     stats = _prepare_synthetic_module().prepare_source_pretraining(
         nproc=args.nproc, num_images=args.num_images)
     print(f"[pretrain_synthetic] source pretraining scenes: {stats['scenes']} "

@@ -23,6 +23,7 @@ from detectron2.utils.env import seed_all_rng
 from detectron2.utils.logger import setup_logger
 
 from duda_d2 import load_config
+from duda_d2.data.class_lists import check_class_lists
 from duda_d2.engine import AtomicCheckpointer, UDATrainer
 from duda_d2.engine.run_lock import acquire_run_lock, release_run_lock
 from duda_d2.modeling.network import checkpoint_contents, read_checkpoint_keys
@@ -45,6 +46,7 @@ def setup(args):
     run's ``config.yaml`` (the tools that reuse finished runs compare it)."""
     cfg = load_config(args.config_file, args.opts)
     cfg.freeze()
+    check_class_lists(cfg)  # one class list for every data set and the model
     if args.eval_only:
         _evaluation_setup(cfg)
     else:

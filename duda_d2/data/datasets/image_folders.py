@@ -140,8 +140,8 @@ def register_config_folders(cfg) -> None:
     registered = {n for n, _ in pairs}
     metadata = None
     for source in sources:
-        if source not in registered and source in MetadataCatalog.list():
-            source_meta = MetadataCatalog.get(source)
+        source_meta = MetadataCatalog.get(source) if source not in registered else None
+        if source_meta is not None and hasattr(source_meta, "stuff_classes"):
             metadata = cityscapes_sem_seg_metadata(
                 stuff_classes=list(source_meta.stuff_classes),
                 stuff_colors=list(source_meta.stuff_colors))
