@@ -45,7 +45,7 @@ from duda_d2.data.datasets.layout import dataset_root  # noqa: E402
 from duda_d2.data.datasets.panoptic_datasets import (  # noqa: E402
     SYNTHETIC_UDA_PANOPTIC, panoptic_split)
 from duda_d2.data.datasets.project_datasets import (  # noqa: E402
-    SYNTHETIC_UDA, SYNTHETIC_UDA_PRETRAIN)
+    SYNTHETIC_UDA, SYNTHETIC_UDA_PRETRAIN, SYNTHETIC_UDA_SOURCE_VAL)
 from duda_d2.prep.command_line import (  # noqa: E402
     prepare_argument_parser, replaced_note, run_prepare_cli)
 from duda_d2.prep.panoptic_format import (  # noqa: E402
@@ -200,30 +200,31 @@ def prepare_synthetic(root: Optional[str] = None, nproc: Optional[int] = None,
 # Source-style scenes for encoder pretraining (tools/pretrain_synthetic.py)
 # --------------------------------------------------------------------------------------------
 PRETRAIN_DIR = SYNTHETIC_UDA_PRETRAIN.folder
-# Scene seeds continue SPLITS' numbering: split index 3 is used by no benchmark split, so no
-# pretraining scene is a benchmark scene.
+# Scene seeds continue SPLITS' numbering: split indices 3 and 4 are used by no benchmark split,
+# so no pretraining or source-val scene is a benchmark scene (nor one of each other).
 PRETRAIN_SPLIT_INDEX = len(SPLITS)
+SOURCE_VAL_SPLIT_INDEX = len(SPLITS) + 1
 PRETRAIN_DEFAULTS = dict(seed=DEFAULTS["seed"], num_images=2400, height=DEFAULTS["height"],
                          width=DEFAULTS["width"])
+SOURCE_VAL_DEFAULTS = {**PRETRAIN_DEFAULTS, "num_images": 200}
 
 
-def prepare_source_pretraining(root: Optional[str] = None, nproc: Optional[int] = None,
-                               progress: bool = True, **params) -> Dict[str, int]:
-    """Generate (or complete) ``<root>/synthetic_uda_pretrain/source``: source ("game") style
-    scenes only -- nothing of the target style is rendered -- with their train-id labels.
-
-    ``params`` override ``PRETRAIN_DEFAULTS``; ``MetaMismatchError`` if the folder was made with
-    other parameters. Returns the counts as ``prepare_synthetic``.
-    """
-    unknown = set(params) - set(PRETRAIN_DEFAULTS)
+def prepare_source_scenes(layout, split_index: int, defaults: Dict,
+                          root: Optional[str] = None, nproc: Optional[int] = None,
+                          progress: bool = True, **params) -> Dict[str, int]:
+    """Generate (or complete) the single split of ``layout``: source ("game") style scenes
+    only -- nothing of the target style is rendered -- with their train-id labels, seeded by
+    ``split_index``. ``params`` override ``defaults``; ``MetaMismatchError`` if the folder was
+    made with other parameters. Returns the counts as ``prepare_synthetic``."""
+    unknown = set(params) - set(defaults)
     if unknown:
         raise TypeError(f"unknown parameters: {sorted(unknown)}")
-    params = {**PRETRAIN_DEFAULTS, **params}
-    out_dir = os.path.join(dataset_root() if root is None else root, PRETRAIN_DIR)
+    params = {**defaults, **params}
+    out_dir = os.path.join(dataset_root() if root is None else root, layout.folder)
     _check_or_write_meta(out_dir, {"format_version": FORMAT_VERSION, "style": "source",
                                    "classes": list(SYNTHETIC_CLASSES), **params})
-    image_dir, label_dir = (os.path.join(out_dir, f) for f in
-                            SYNTHETIC_UDA_PRETRAIN.split("synthetic_uda_source_pretrain").folders[0])
+    (split,) = layout.splits
+    image_dir, label_dir = (os.path.join(out_dir, f) for f in split.folders[0])
     os.makedirs(image_dir, exist_ok=True)
     os.makedirs(label_dir, exist_ok=True)
     jobs, damaged = [], 0
@@ -232,14 +233,28 @@ def prepare_source_pretraining(root: Optional[str] = None, nproc: Optional[int] 
         broken = [p for p in paths if _to_write(p)]
         if broken:
             damaged += sum(os.path.exists(p) for p in broken)
-            jobs.append(Job(*paths, scene_seed(params["seed"], PRETRAIN_SPLIT_INDEX, index),
+            jobs.append(Job(*paths, scene_seed(params["seed"], split_index, index),
                             "source", params["height"], params["width"],
                             DEFAULTS["strength"]))  # the strength shapes the target style only
-    written = sum(parallel_map(_run_job, jobs, nproc or os.cpu_count() or 1, PRETRAIN_DIR,
+    written = sum(parallel_map(_run_job, jobs, nproc or os.cpu_count() or 1, layout.folder,
                                progress))
     total = params["num_images"]
     return {"scenes": total, "rendered": len(jobs), "skipped": total - len(jobs),
             "files_written": written, "replaced": damaged}
+
+
+def prepare_source_pretraining(root: Optional[str] = None, nproc: Optional[int] = None,
+                               progress: bool = True, **params) -> Dict[str, int]:
+    """``<root>/synthetic_uda_pretrain``: 2400 source-style scenes for encoder pretraining."""
+    return prepare_source_scenes(SYNTHETIC_UDA_PRETRAIN, PRETRAIN_SPLIT_INDEX, PRETRAIN_DEFAULTS,
+                                 root, nproc, progress, **params)
+
+
+def prepare_source_val(root: Optional[str] = None, nproc: Optional[int] = None,
+                       progress: bool = True, **params) -> Dict[str, int]:
+    """``<root>/synthetic_uda_source_val``: 200 labelled source-style scenes no run trains on."""
+    return prepare_source_scenes(SYNTHETIC_UDA_SOURCE_VAL, SOURCE_VAL_SPLIT_INDEX,
+                                 SOURCE_VAL_DEFAULTS, root, nproc, progress, **params)
 
 
 # --------------------------------------------------------------------------------------------
@@ -367,6 +382,9 @@ def _argument_parser():
                         f"({PANOPTIC_DEFAULTS['width']} with --panoptic)")
     p.add_argument("--strength", type=float, default=DEFAULTS["strength"],
                    help="strength of the target ('real') style, 0..1")
+    p.add_argument("--source-val", action="store_true",
+                   help="write synthetic_uda_source_val (200 labelled source-style scenes no run "
+                        "trains on, for the source-val checkpoint signal) instead")
     p.add_argument("--panoptic", action="store_true",
                    help="write the panoptic variant (synthetic_uda/panoptic, 192x256 by default)"
                         " instead of the semantic benchmark")
@@ -374,13 +392,16 @@ def _argument_parser():
 
 
 def _prepare(args) -> Dict[str, int]:
+    if args.source_val:
+        return prepare_source_val(args.root, nproc=args.nproc)
     params = {key: getattr(args, key) for key in DEFAULTS if getattr(args, key) is not None}
     return prepare_synthetic(args.root, nproc=args.nproc, panoptic=args.panoptic, **params)
 
 
 def _summary(args, stats: Dict[str, int]) -> str:
     root = dataset_root() if args.root is None else args.root
-    folder = PANOPTIC_DIR if args.panoptic else DATASET_DIR
+    folder = (SYNTHETIC_UDA_SOURCE_VAL.folder if args.source_val
+              else PANOPTIC_DIR if args.panoptic else DATASET_DIR)
     return (f"{os.path.join(root, folder)}: {stats['scenes']} scenes, "
             f"{stats['rendered']} rendered, {stats['skipped']} already there"
             f"{replaced_note(stats['replaced'])}"

@@ -257,6 +257,13 @@ def add_uda_data_config(cfg: CN) -> CN:
     # test server's submission archive; False: train ids, as DAFormer/HRDA/MIC submitted them;
     # True: Cityscapes label ids.
     cfg.TEST.SUBMISSION_LABEL_IDS = False
+    # Label-free checkpoint signals, logged every TEST.EVAL_PERIOD as label_free/* (teacher
+    # confidence, confident share, student-teacher agreement on the first LABEL_FREE_IMAGES
+    # images of TARGET_TRAIN; mIoU on SOURCE_VAL): what can choose a checkpoint when the target
+    # has no labels (duda_d2/engine/label_free.py; README "Your own data"). 0 = off.
+    cfg.TEST.LABEL_FREE_IMAGES = 0
+    # Labelled source images kept out of training, for the source-val signal.
+    cfg.DATASETS.SOURCE_VAL = ()
     # Images per iteration of each domain, summed over all processes (DAFormer: 2 + 2).
     cfg.DATALOADER.SOURCE_IMS_PER_BATCH = 2
     cfg.DATALOADER.TARGET_IMS_PER_BATCH = 2

@@ -14,6 +14,7 @@ import weakref
 
 from detectron2.data import MetadataCatalog
 from detectron2.engine import DefaultTrainer
+from detectron2.engine.hooks import PeriodicWriter
 from detectron2.evaluation import DatasetEvaluators
 from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.utils import comm
@@ -26,6 +27,7 @@ from ..evaluation import (PANOPTIC_EVALUATOR_TYPES, PredictionWriter, UDAPanopti
 from . import solver
 from .checkpoint import AtomicCheckpointer
 from .hooks import SeedEachIterationHook, TeacherEMAHook, TrainingScheduleHook
+from .label_free import LabelFreeSignalsHook
 from .run_lock import acquire_run_lock, release_run_lock, remove_stale_temporaries
 from .distributed import broadcast_state, convert_sync_batchnorm, wrap_trainable_networks
 from .train_step import UDATrainStep, amp_dtype
@@ -113,7 +115,14 @@ class UDATrainer(DefaultTrainer):
             hooks.append(TrainingScheduleHook())
         if hasattr(self.model, "update_teachers"):
             hooks.append(TeacherEMAHook())
-        return hooks + super().build_hooks()
+        hooks += super().build_hooks()
+        if (self.cfg.TEST.LABEL_FREE_IMAGES > 0 or self.cfg.DATASETS.SOURCE_VAL) \
+                and self.cfg.TEST.EVAL_PERIOD > 0:
+            # Before the writer, so that each evaluation's line also holds the signals.
+            at = next((i for i, h in enumerate(hooks) if isinstance(h, PeriodicWriter)),
+                      len(hooks))
+            hooks.insert(at, LabelFreeSignalsHook(self.cfg, self.cfg.TEST.EVAL_PERIOD))
+        return hooks
 
     @classmethod
     def build_train_loader(cls, cfg):

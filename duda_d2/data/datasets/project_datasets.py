@@ -12,7 +12,7 @@ from typing import Tuple
 from .cityscapes_classes import SYNTHIA_13_CLASSES, SYNTHIA_16_CLASSES
 from .layout import DatasetLayout, SplitLayout, SubsetLayout
 
-__all__ = ["SYNTHETIC_UDA", "SYNTHETIC_UDA_PRETRAIN", "GTA5", "SYNTHIA", "CITYSCAPES", "ACDC",
+__all__ = ["SYNTHETIC_UDA", "SYNTHETIC_UDA_PRETRAIN", "SYNTHETIC_UDA_SOURCE_VAL", "GTA5", "SYNTHIA", "CITYSCAPES", "ACDC",
            "DARK_ZURICH", "PROJECT_DATASETS"]
 
 
@@ -46,6 +46,14 @@ SYNTHETIC_UDA_PRETRAIN = DatasetLayout(
     splits=(SplitLayout("synthetic_uda_source_pretrain",
                         (("source/images", "source/labels"),), metadata={"domain": "source"},
                         image_id_prefix="source_pretrain_"),))
+
+# Labelled source-style scenes no run trains on (seeds of their own, not among the pretraining
+# scenes either): the source-val split of the label-free checkpoint signals (issue 19).
+SYNTHETIC_UDA_SOURCE_VAL = DatasetLayout(
+    title="synthetic source val", folder="synthetic_uda_source_val", image_suffix=".png",
+    label_suffix=".png", prepare_script="datasets/prepare_synthetic.py --source-val",
+    splits=(SplitLayout("synthetic_uda_source_val", (("source/images", "source/labels"),),
+                        metadata={"domain": "source"}, image_id_prefix="source_val_"),))
 
 GTA5 = DatasetLayout(
     title="GTA5", folder="gta5", image_suffix=".png", label_suffix="_labelTrainIds.png",
@@ -107,5 +115,6 @@ DARK_ZURICH = DatasetLayout(
     archives=("Dark_Zurich_train_anon.zip", "Dark_Zurich_val_anon.zip"),
     labels_from_prepare_script=False)
 
-PROJECT_DATASETS: Tuple[DatasetLayout, ...] = (SYNTHETIC_UDA, SYNTHETIC_UDA_PRETRAIN, GTA5, SYNTHIA, CITYSCAPES, ACDC,
+PROJECT_DATASETS: Tuple[DatasetLayout, ...] = (SYNTHETIC_UDA, SYNTHETIC_UDA_PRETRAIN,
+                                               SYNTHETIC_UDA_SOURCE_VAL, GTA5, SYNTHIA, CITYSCAPES, ACDC,
                                                DARK_ZURICH)
