@@ -63,6 +63,8 @@ def test_signals_are_logged_every_period_and_scored_by_the_tool(synthetic_root, 
     assert label_free_signals.main([*runs, "--images", "3", "--output", report]) == 0
     text = open(report).read()
     assert "agreement" in text and "source_val_mIoU" in text and "Spearman" in text
+    assert label_free_signals.main(["--periodic", out, "--output", report]) == 0
+    assert "periods" in open(report).read()
     rows = [{"target mIoU": m, "agreement": a} for m, a in ((1, 0.1), (2, 0.3), (3, 0.2))]
     (name, n, pearson, spearman), = label_free_signals.correlations(rows)
     assert (name, n, spearman) == ("agreement", 3, "+0.50")

@@ -2,14 +2,19 @@
 """Label-free checkpoint signals of finished runs, next to their target mIoU, and how well
 each signal tracks it (issue 19).
 
-    python tools/label_free_signals.py output/benchmark_v2/scratch/table/*/seed* \\
+    python tools/label_free_signals.py output/benchmark_v2/scratch/table/*/*/seed* \\
         [--images 100] [--source-val synthetic_uda_source_val] [--output signals.md]
+    python tools/label_free_signals.py --periodic RUN_DIR [...]   # over evaluation periods
 
 For every run folder (``config.yaml``, ``model_final.pth``, ``metrics.json``): the signals of
 ``duda_d2.engine.label_free`` computed on its final checkpoint -- none reads a target label --
 and the target mIoU the run logged. Then, per signal, the Pearson and Spearman correlation with
 target mIoU over the runs that have it. A signal that tracks target mIoU can choose among
 checkpoints (or runs) when the target has no labels.
+
+``--periodic`` reads instead what a run trained with ``TEST.LABEL_FREE_IMAGES`` and
+``TEST.EVAL_PERIOD`` logged: every evaluation period's ``label_free/*`` next to its target mIoU,
+correlated within each run (does the signal track the run's own progress?).
 """
 from __future__ import annotations
 
@@ -55,13 +60,31 @@ def run_signals(run_dir: str, images: int, source_val: List[str]) -> Dict[str, f
     return {TARGET: final_target_miou(run_dir), **signals}
 
 
+def periodic_rows(run_dir: str) -> List[Dict[str, float]]:
+    """The ``metrics.json`` lines of ``run_dir`` holding both label-free signals and mIoU."""
+    rows = []
+    with open(os.path.join(run_dir, "metrics.json")) as f:
+        for line in f:
+            values = json.loads(line)
+            signals = {k[len("label_free/"):].split("/")[0]: v for k, v in values.items()
+                       if k.startswith("label_free/")}
+            if signals and "sem_seg/mIoU" in values:
+                rows.append({TARGET: values["sem_seg/mIoU"], **signals,
+                             "iteration": values["iteration"]})
+    if not rows:
+        raise ValueError(f"{run_dir}/metrics.json has no period with both label_free/* and "
+                         f"sem_seg/mIoU: train with TEST.LABEL_FREE_IMAGES and TEST.EVAL_PERIOD")
+    return rows
+
+
 def _ranks(values: np.ndarray) -> np.ndarray:
     return values.argsort().argsort().astype(float)
 
 
 def correlations(rows: List[Dict[str, float]]) -> List[List]:
     """(signal, runs, Pearson, Spearman) of every signal against target mIoU."""
-    signals = [k for k in dict.fromkeys(k for r in rows for k in r) if k != TARGET]
+    signals = [k for k in dict.fromkeys(k for r in rows for k in r)
+               if k not in (TARGET, "iteration")]
     table = []
     for name in signals:
         pairs = np.array([(r[name], r[TARGET]) for r in rows if name in r])
@@ -82,7 +105,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--source-val", nargs="*", default=["synthetic_uda_source_val"],
                         help="labelled source split(s) no run trained on ('' for none)")
     parser.add_argument("--output", default=None, help="also write the tables here (markdown)")
+    parser.add_argument("--periodic", action="store_true",
+                        help="correlate what each run logged over its evaluation periods")
     args = parser.parse_args(argv)
+    if args.periodic:
+        return _periodic(args)
     source_val = [s for s in args.source_val if s]
     rows, names = [], []
     for run_dir in tqdm(args.runs, desc="runs"):
@@ -96,6 +123,23 @@ def main(argv: Optional[List[str]] = None) -> int:
                                                     "Spearman rho"],
                        tablefmt="github", disable_numparse=True)
     report = f"{per_run}\n\ncorrelation with {TARGET}\n{summary}\n"
+    print(report)
+    if args.output:
+        with open(args.output, "w") as f:
+            f.write(report)
+    return 0
+
+
+def _periodic(args) -> int:
+    parts = []
+    for run_dir in args.runs:
+        rows = periodic_rows(run_dir)
+        summary = tabulate(correlations(rows), headers=["signal", "periods", "Pearson r",
+                                                        "Spearman rho"],
+                           tablefmt="github", disable_numparse=True)
+        parts.append(f"{os.path.relpath(run_dir)} (iterations "
+                     f"{', '.join(str(int(r['iteration']) + 1) for r in rows)})\n{summary}")
+    report = "\n\n".join(parts) + "\n"
     print(report)
     if args.output:
         with open(args.output, "w") as f:
