@@ -105,6 +105,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--source-val", nargs="*", default=["synthetic_uda_source_val"],
                         help="labelled source split(s) no run trained on ('' for none)")
     parser.add_argument("--output", default=None, help="also write the tables here (markdown)")
+    parser.add_argument("--group", action="append", default=[], metavar="TEXT",
+                        help="also correlate within the runs whose path contains TEXT "
+                             "(repeatable; e.g. one group per regime)")
     parser.add_argument("--periodic", action="store_true",
                         help="correlate what each run logged over its evaluation periods")
     args = parser.parse_args(argv)
@@ -119,10 +122,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     per_run = tabulate([[n] + [f"{r[c]:.3f}" if c in r else "-" for c in columns]
                         for n, r in zip(names, rows)], headers=["run"] + columns,
                        tablefmt="github", disable_numparse=True)
-    summary = tabulate(correlations(rows), headers=["signal", "runs", "Pearson r",
-                                                    "Spearman rho"],
-                       tablefmt="github", disable_numparse=True)
-    report = f"{per_run}\n\ncorrelation with {TARGET}\n{summary}\n"
+    groups = [("all runs", rows)] + [
+        (f"runs with '{g}' in their path", [r for n, r in zip(names, rows) if g in n])
+        for g in args.group]
+    report = per_run
+    for title, members in groups:
+        summary = tabulate(correlations(members), headers=["signal", "runs", "Pearson r",
+                                                           "Spearman rho"],
+                           tablefmt="github", disable_numparse=True)
+        report += f"\n\ncorrelation with {TARGET}, {title}\n{summary}"
+    report += "\n"
     print(report)
     if args.output:
         with open(args.output, "w") as f:
@@ -137,8 +146,9 @@ def _periodic(args) -> int:
         summary = tabulate(correlations(rows), headers=["signal", "periods", "Pearson r",
                                                         "Spearman rho"],
                            tablefmt="github", disable_numparse=True)
-        parts.append(f"{os.path.relpath(run_dir)} (iterations "
-                     f"{', '.join(str(int(r['iteration']) + 1) for r in rows)})\n{summary}")
+        parts.append(f"{os.path.relpath(run_dir)} ({len(rows)} evaluations, metrics.json "
+                     f"iterations {', '.join(str(int(r['iteration'])) for r in rows)})\n"
+                     f"{summary}")
     report = "\n\n".join(parts) + "\n"
     print(report)
     if args.output:
