@@ -1,5 +1,6 @@
 """Your own data (issue 19): an unlabelled target from a folder / glob / list, --eval-only on
 data without labels (predictions and overlays), and ACDC / Dark Zurich test-server archives."""
+import json
 import os
 import sys
 import zipfile
@@ -173,9 +174,9 @@ def test_a_class_map_merges_the_source_ids_and_counts_the_classes(synthetic_root
     assert description["classes"] == ["flat", "construction", "object", "nature", "sky",
                                       "human", "vehicle"]
     with open(CLASS_MAP) as f:
-        table = {sid: index for index, c in enumerate(__import__("json").load(f)["classes"])
+        table = {sid: index for index, c in enumerate(json.load(f)["classes"])
                  for sid in c["source_ids"]}
-    stats = __import__("json").load(open(os.path.join(out, "rcs_stats.json")))
+    stats = json.load(open(os.path.join(out, "rcs_stats.json")))
     assert stats["num_classes"] == 7 and len(stats["images"]) == 8
     for item in description["items"]:
         source = np.asarray(Image.open(os.path.join(synthetic_root, "synthetic_uda", "source",
@@ -225,7 +226,7 @@ def test_the_7_class_worked_example_trains_and_evaluates(synthetic_root, tmp_pat
     metrics = {}
     with open(os.path.join(out, "metrics.json")) as f:
         for line in f:
-            metrics.update(__import__("json").loads(line))
+            metrics.update(json.loads(line))
     assert {k for k in metrics if k.startswith("sem_seg/IoU-")} == {
         f"sem_seg/IoU-{c}" for c in ("flat", "construction", "object", "nature", "sky", "human",
                              "vehicle")}
