@@ -67,6 +67,7 @@ from duda_d2.deploy.deployable import (  # noqa: F401  (re-exported for the tool
 from duda_d2.deploy.onnx_export import export_onnx
 from duda_d2.deploy.quantize import CALIBRATION_METHODS, QuantisationSettings, quantize_int8
 from duda_d2.deploy.quantize import calibration_images as target_calibration_images
+from duda_d2.modeling.meta_arch.duda import large_network_opts
 from duda_d2.modeling.network import checkpoint_contents, read_checkpoint_keys, sub_network_config
 from duda_d2.modeling.tasks import PanopticSettings, PanopticTask, panoptic_dataset_name
 from duda_d2.utils.atomic_files import atomic_write_bytes
@@ -177,8 +178,8 @@ def network_config(cfg, network: str):
     if network == "small_student" or cfg.MODEL.META_ARCHITECTURE != "DUDA":
         out = cfg.clone()
     else:  # the large pair is described by MODEL.DUDA.LARGE_NETWORK
-        out = sub_network_config(cfg, cfg.MODEL.DUDA.LARGE_NETWORK,
-                                 cfg.MODEL.DUDA.LARGE_NETWORK_OPTS, "MODEL.DUDA.LARGE_NETWORK")
+        out = sub_network_config(cfg, cfg.MODEL.DUDA.LARGE_NETWORK, large_network_opts(cfg),
+                                 "MODEL.DUDA.LARGE_NETWORK")
     out.defrost()
     out.MODEL.META_ARCHITECTURE = "UDASegmentor"
     out.MODEL.BACKBONE.WEIGHTS = ""

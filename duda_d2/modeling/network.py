@@ -207,14 +207,12 @@ def sub_network_config(cfg: CfgNode, config_file: str, opts, key: str) -> CfgNod
 
     ``MODEL.BACKBONE.WEIGHTS`` is not inherited: the main network's ImageNet file is for its own
     backbone (a MiT-B0 file must not initialise a B5, nor a B0 large pair without saying so), so
-    a sub-network's comes from its file or ``opts`` only. The number of classes is the data's,
-    not the network's: a network description (whose base says 19) keeps the run's.
+    a sub-network's comes from its file or ``opts`` only.
     """
     sub = cfg.clone()
     sub.defrost()
     sub.MODEL.BACKBONE.WEIGHTS = ""
     sub.merge_from_file(resolve_config_path(config_file, key))
-    sub.MODEL.SEM_SEG_HEAD.NUM_CLASSES = cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES
     sub.merge_from_list(list(opts))
     return sub
 

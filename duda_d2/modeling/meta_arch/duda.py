@@ -36,7 +36,7 @@ from .mean_teacher import MeanTeacherPair, SelfTrainingSettings, check_feature_d
 from .segmentor import SegmentorBase
 from .self_training import debug_metadata
 
-__all__ = ["DUDA"]
+__all__ = ["DUDA", "large_network_opts"]
 
 
 def _large_network_key(cfg) -> str:
@@ -44,6 +44,14 @@ def _large_network_key(cfg) -> str:
     return f"MODEL.DUDA.LARGE_NETWORK={cfg.MODEL.DUDA.LARGE_NETWORK}"
 
 Outputs = Dict[str, torch.Tensor]
+
+
+def large_network_opts(cfg) -> list:
+    """``MODEL.DUDA.LARGE_NETWORK_OPTS`` after the run's number of classes: the classes are the
+    data's, not the network's (a network description's base says 19; a run on your own class
+    list has its own), so only the user's opts may change it."""
+    return ["MODEL.SEM_SEG_HEAD.NUM_CLASSES", cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
+            *cfg.MODEL.DUDA.LARGE_NETWORK_OPTS]
 
 
 @META_ARCH_REGISTRY.register()
@@ -86,7 +94,7 @@ class DUDA(SegmentorBase):
     @classmethod
     def large_network_config(cls, cfg):
         d = cfg.MODEL.DUDA
-        opts = list(d.LARGE_NETWORK_OPTS)
+        opts = large_network_opts(cfg)
         if d.LARGE_ACTIVATION_CHECKPOINTING:
             opts += ["MODEL.MIT.ACTIVATION_CHECKPOINTING", True,
                      "MODEL.SEM_SEG_HEAD.ACTIVATION_CHECKPOINTING", True]
