@@ -31,7 +31,7 @@ from .layout import SHOWN_FILES, DatasetFileError, DatasetNotFoundError
 from .registration import replace_dataset
 
 __all__ = ["IMAGE_EXTENSIONS", "image_paths", "image_folder_records", "register_image_folder",
-           "parse_folder_specs", "register_config_folders"]
+           "parse_folder_specs", "register_config_folders", "require_whole_user_files"]
 
 IMAGE_EXTENSIONS: Tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 _GLOB_CHARACTERS = "*?["
@@ -93,15 +93,21 @@ def image_paths(spec: str) -> Tuple[List[str], str]:
     return paths, os.path.abspath(base)
 
 
-def image_folder_records(spec: str) -> List[Dict]:
-    """Detectron2 records of the images of ``spec``, after checking every file."""
-    paths, base = image_paths(spec)
+def require_whole_user_files(paths: Sequence[str], what: str, fix: str) -> None:
+    """``DatasetFileError`` listing the empty or damaged files of ``paths`` (your own data: no
+    layout, prepare script or download to name, unlike ``layout.require_whole_files``)."""
     broken = broken_files(paths)
     if broken:
         shown = "\n  ".join(f"{p}: {why}" for p, why in broken[:SHOWN_FILES])
-        raise DatasetFileError(
-            f"{len(broken)} of the {len(paths)} images of '{spec}' are empty or damaged, e.g.:\n"
-            f"  {shown}\nReplace or remove them (a copy cut short, a full disk).")
+        raise DatasetFileError(f"{len(broken)} of the {len(paths)} {what} are empty or "
+                               f"damaged, e.g.:\n  {shown}\n{fix}")
+
+
+def image_folder_records(spec: str) -> List[Dict]:
+    """Detectron2 records of the images of ``spec``, after checking every file."""
+    paths, base = image_paths(spec)
+    require_whole_user_files(paths, f"images of '{spec}'",
+                             "Replace or remove them (a copy cut short, a full disk).")
     return [{"file_name": p, "image_id": os.path.splitext(os.path.relpath(p, base))[0]}
             for p in paths]
 

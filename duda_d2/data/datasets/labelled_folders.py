@@ -20,9 +20,8 @@ import os
 from typing import Dict, List
 
 from .cityscapes_classes import cityscapes_sem_seg_metadata
-from .file_check import broken_files
-from .image_folders import parse_folder_specs
-from .layout import SHOWN_FILES, DatasetFileError, DatasetNotFoundError
+from .image_folders import parse_folder_specs, require_whole_user_files
+from .layout import SHOWN_FILES, DatasetNotFoundError
 from .registration import replace_dataset
 
 __all__ = ["DESCRIPTION_FILE", "read_description", "labelled_folder_records",
@@ -61,11 +60,9 @@ def labelled_folder_records(folder: str) -> List[Dict]:
         raise DatasetNotFoundError(
             f"{len(missing)} images of the prepared folder '{folder}' are gone, e.g. "
             f"{missing[:SHOWN_FILES]}: restore them or prepare the folder again")
-    broken = broken_files([p for r in records for p in (r["file_name"], r["sem_seg_file_name"])])
-    if broken:
-        shown = "\n  ".join(f"{p}: {why}" for p, why in broken[:SHOWN_FILES])
-        raise DatasetFileError(f"{len(broken)} files of '{folder}' are empty or damaged:\n  "
-                               f"{shown}\nRe-run {PREPARE_SCRIPT} (it rewrites damaged labels).")
+    require_whole_user_files(
+        [p for r in records for p in (r["file_name"], r["sem_seg_file_name"])],
+        f"files of '{folder}'", f"Re-run {PREPARE_SCRIPT} (it rewrites damaged labels).")
     return records
 
 

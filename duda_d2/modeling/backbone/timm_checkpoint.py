@@ -152,9 +152,10 @@ def load_timm_features(model_name: str, path: str, *, out_indices: Sequence[int]
                              pretrained_cfg_overlay=overlay, out_indices=tuple(out_indices),
                              in_chans=in_chans, **kwargs)
     reference: Dict[str, torch.Tensor] = {_flat(k): v for k, v in whole.state_dict().items()}
-    converted = [k for k in body.state_dict() if not k.endswith("num_batches_tracked")]
+    loaded = body.state_dict()
+    converted = [k for k in loaded if not k.endswith("num_batches_tracked")]
     not_loaded = [k for k in converted if _flat(k) not in reference
-                  or not torch.equal(reference[_flat(k)], body.state_dict()[k])]
+                  or not torch.equal(reference[_flat(k)], loaded[k])]
     if not_loaded:
         raise ValueError(
             f"timm loaded '{path}' into {model_name!r} but left {len(not_loaded)} tensors of its "
